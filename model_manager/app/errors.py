@@ -1,0 +1,105 @@
+"""One error envelope for every 4xx/5xx; status codes come from the exception type, never its text."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model_manager.core.errors import ModelManagerError, RateLimitedError
+
+logger = logging.getLogger("model_manager.errors")
+
+STATUS_BY_CODE: dict[str, int] = {
+    "INVALID_TOKEN": 401,
+    "INVALID_FILTERS": 400,
+    "VALIDATION_ERROR": 422,
+    "NOT_FOUND": 404,
+    "MODEL_NOT_FOUND": 404,
+    "DOWNLOAD_NOT_FOUND": 404,
+    "FILE_NOT_FOUND": 404,
+    "INVALID_FILE": 400,
+    "PATH_NOT_ALLOWED": 403,
+    "GATED_REPO": 403,
+    "FILE_IN_USE": 409,
+    "DOWNLOAD_FINISHED": 409,
+    "INSUFFICIENT_STORAGE": 507,
+    "RATE_LIMITED": 429,
+    "SERVICE_UNAVAILABLE": 502,
+    "INTERNAL_ERROR": 500,
+}
+
+_CODE_BY_HTTP_STATUS = {401: "INVALID_TOKEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+
+
+class InvalidTokenError(ModelManagerError):
+    error_code = "INVALID_TOKEN"
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "error_code": code,
+        "message": message,
+        "details": details,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+    }
+    body["detail"] = dict(body)
+    return JSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
+
+
+async def _service_error(request: Request, exc: ModelManagerError) -> JSONResponse:
+    status = STATUS_BY_CODE.get(exc.error_code, 500)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, InvalidTokenError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500:
+        logger.warning("request failed: %s %s", exc.error_code, exc.message)
+    return error_response(status, exc.error_code, exc.message, exc.details, headers or None)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _CODE_BY_HTTP_STATUS.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "HTTP_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+    # Drop echoed input: an uploaded body or a token-like value must not be reflected back.
+    for error in errors:
+        error.pop("input", None)
+        error.pop("ctx", None) if not isinstance(error.get("ctx"), dict) else None
+    body = {
+        "error_code": "VALIDATION_ERROR",
+        "message": "the request is not valid: " + "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
+        ),
+        "details": {"errors": errors},
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "detail": errors,
+    }
+    return JSONResponse(status_code=422, content=body)
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "INTERNAL_ERROR", "internal error; see the service log for details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ModelManagerError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled_error)

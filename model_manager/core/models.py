@@ -1,0 +1,207 @@
+"""The API's request and response schemas (see ../shared/API.md and README's API additions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+
+# API.md: ISO-8601 in UTC with an explicit offset ("+00:00", not pydantic's "Z").
+Timestamp = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), when_used="json")]
+
+
+class HealthResponse(BaseModel):
+    status: str = "healthy"
+    timestamp: Timestamp
+    version: str
+
+
+# ---------------------------------------------------------------- Hub
+
+
+class HubSort(str, Enum):
+    likes = "likes"
+    downloads = "downloads"
+    time = "time"
+    update = "update"
+    trending = "trending"
+
+
+class SearchFilters(BaseModel):
+    """The `filters_json` object of `GET /hub/search`. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str | None = None
+    license: str | None = None
+    min_downloads: int | None = Field(default=None, ge=0)
+    min_likes: int | None = Field(default=None, ge=0)
+    tags: list[str] = Field(default_factory=list)
+    gguf: bool | None = None
+    author: str | None = None
+
+
+class ModelInfoShort(BaseModel):
+    repo_id: str
+    model_name: str
+    author: str | None
+    task: str | None = None
+    license: str | None = None
+    downloads: int = 0
+    likes: int = 0
+    last_modified: Timestamp | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class HubFile(BaseModel):
+    filename: str
+    size_bytes: int | None
+    sha256: str | None = None
+
+
+class ModelInfoDetailed(ModelInfoShort):
+    description: str | None = None
+    readme_content: str | None = None
+    model_card: dict[str, Any] | None = None
+    file_count: int = 0
+    total_size_bytes: int = 0
+    files: list[HubFile] = Field(default_factory=list)
+    gated: bool = False
+    base_model: str | None = None
+
+
+class QuantVariant(BaseModel):
+    quantization: str
+    files: list[str]
+    size_bytes: int
+
+
+class GGUFProvider(BaseModel):
+    repo_id: str
+    provider_name: str
+    model_variants: list[str]
+    is_recommended: bool = False
+    total_downloads: int = 0
+    last_updated: Timestamp | None = None
+    likes: int = 0
+    variants: list[QuantVariant] = Field(default_factory=list)
+    score: float = 0.0
+    reasons: list[str] = Field(default_factory=list)
+    gated: bool = False
+
+
+# ---------------------------------------------------------------- Downloads
+
+
+class DownloadState(str, Enum):
+    pending = "pending"
+    downloading = "downloading"
+    verifying = "verifying"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (DownloadState.completed, DownloadState.failed, DownloadState.cancelled)
+
+
+class DownloadRequest(BaseModel):
+    """Either `filename` (one file) or `quantization` (every file of that variant, split parts included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo_id: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+    filename: str | None = Field(default=None, min_length=1, max_length=1000)
+    quantization: str | None = Field(default=None, min_length=1, max_length=40)
+    revision: str = Field(default="main", min_length=1, max_length=200)
+
+
+class DownloadAccepted(BaseModel):
+    download_id: str
+    message: str
+
+
+class DownloadStatus(BaseModel):
+    download_id: str
+    repo_id: str
+    filename: str
+    status: DownloadState
+    progress_percent: float = 0.0
+    bytes_downloaded: int = 0
+    total_bytes: int | None = None
+    download_speed_mbps: float | None = None
+    eta_seconds: float | None = None
+    error_message: str | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    local_file_path: str | None = None
+    model_id: str | None = None
+    sha256: str | None = None
+    revision: str = "main"
+    quantization: str | None = None
+    files: list[str] = Field(default_factory=list)
+    created_at: Timestamp | None = None
+
+
+class MessageResponse(BaseModel):
+    message: str
+
+
+# ---------------------------------------------------------------- Local library
+
+
+class LocalModel(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    original_repo_id: str | None = None
+    display_name: str
+    file_path: str
+    file_size_bytes: int
+    file_hash: str
+    imported_at: Timestamp
+    last_accessed: Timestamp | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    is_downloaded: bool = False
+
+
+class ImportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_path: str = Field(min_length=1, max_length=4096)
+    action: Literal["copy", "move"] = "copy"
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class LocalModelSort(str, Enum):
+    imported = "imported"
+    name = "name"
+    size = "size"
+    last_accessed = "last_accessed"
+
+
+class StorageStats(BaseModel):
+    total_models: int
+    total_count: int
+    total_size_bytes: int
+    total_size_gb: float
+    disk_free_bytes: int
+    available_bytes: int
+    disk_free_gb: float
+    disk_total_gb: float
+    usage_percent: float
+    storage_directory: str
+    partial_downloads_bytes: int = 0
+    orphaned_files: int = 0
+
+
+class CleanupResult(BaseModel):
+    message: str
+    removed_files: list[str]
+    removed_count: int
+    freed_bytes: int = 0
+    dry_run: bool = False
