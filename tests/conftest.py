@@ -102,3 +102,6 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     server = LiveServer(settings).start()
     yield server
     server.stop()
+
+
+from tests.fake_hub.fixtures import *  # noqa: E402,F401,F403  (fake_hub, hub_env)
