@@ -51,7 +51,7 @@ _SCALARS: dict[int, struct.Struct] = {
 
 
 class GGUFFormatError(InvalidFileError):
-    """The file is not a GGUF file this project can read: wrong magic, unsupported version, truncated or corrupt header."""
+    """Not a GGUF file this project can read: wrong magic, unsupported version, truncated or corrupt header."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class _Cursor:
 
     def _truncated(self, what: str, needed: int) -> GGUFFormatError:
         return GGUFFormatError(
-            f"truncated file: {what} at offset {self.offset} needs {needed} bytes but only {max(self.remaining, 0)} remain"
+            f"truncated file: {what} at offset {self.offset} needs {needed} bytes "
+            f"but only {max(self.remaining, 0)} remain"
         )
 
     def _ensure(self, n: int, what: str) -> None:
@@ -145,15 +146,22 @@ class _Cursor:
         """Skips `count` consecutive strings; a tight loop over the buffer, since a vocabulary holds 150k of them."""
         unpack_from = _U64.unpack_from
         while count:
-            buf, pos, end = self._buf, self._pos, len(self._buf)
-            while count and pos + 8 <= end:
+            buf, pos = self._buf, self._pos
+            # Strings that end before `end` are shorter than the limit, so the loop needs no length check.
+            end = min(len(buf), pos + MAX_STRING_LENGTH)
+            last_length_at = end - 8
+            for done in range(count):
+                if pos > last_length_at:
+                    break
                 (length,) = unpack_from(buf, pos)
                 following = pos + 8 + length
-                if following > end or length > MAX_STRING_LENGTH:
+                if following > end:
                     break
                 pos = following
-                count -= 1
+            else:
+                done = count
             self._pos = pos
+            count -= done
             if count:  # the next string straddles the buffer's end (or is bad): take the checked path
                 self.skip(self.string_length(what), what)
                 count -= 1
@@ -174,7 +182,8 @@ def read_gguf_header(path: str | os.PathLike[str], *, read_tensor_info: bool = T
             return _read_header(_Cursor(file, size), size, read_tensor_info)
         except GGUFFormatError as error:
             name = os.path.basename(os.fspath(path))
-            raise GGUFFormatError(f"{name} is not a readable GGUF file: {error.message}", {"path": os.fspath(path)}) from None
+            message = f"{name} is not a readable GGUF file: {error.message}"
+            raise GGUFFormatError(message, {"path": os.fspath(path)}) from None
 
 
 def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHeader:
@@ -207,7 +216,7 @@ def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHead
         if key in metadata:  # llama.cpp refuses such files too
             raise GGUFFormatError(f"key {key!r} appears twice")
         value_type = cursor.unpack(_U32, f"value type of {key!r}")
-        metadata[key] = _read_value(cursor, value_type, f"value of {key!r}", depth=0)
+        metadata[key] = _read_value(cursor, value_type, f"key {key!r}", depth=0)
 
     parameter_count = None
     if read_tensor_info:
@@ -253,7 +262,7 @@ def _read_array(cursor: _Cursor, what: str, depth: int) -> list[Any] | dict[str,
     if scalar is not None:
         cursor.skip(length * item_size, what)
     elif item_type == GGUFValueType.STRING:
-        cursor.skip_strings(length, f"element of {what}")
+        cursor.skip_strings(length, f"an element of {what}")
     else:
         for i in range(length):  # inner arrays must be walked one by one; each is small or summarised
             _read_array(cursor, f"{what}[{i}]", depth + 1)
@@ -280,7 +289,10 @@ def _read_tensor_info(cursor: _Cursor, index: int) -> int:
 # llama_ftype values that gguf.LlamaFileType no longer lists: the ARM repacks, retired from llama.cpp in 2024.
 _RETIRED_FILE_TYPES = {33: "Q4_0_4_4", 34: "Q4_0_4_8", 35: "Q4_0_8_8"}
 # Labels that quantizers put in file names without a llama_ftype of their own (bartowski's _L, unsloth's _XL).
-_FILENAME_ONLY_LABELS = ("Q2_K_L", "Q4_K_L", "Q5_K_L", "Q6_K_L", "Q2_K_XL", "Q3_K_XL", "Q4_K_XL", "Q5_K_XL", "Q6_K_XL", "Q8_K_XL")
+_FILENAME_ONLY_LABELS = (
+    *("Q2_K_L", "Q4_K_L", "Q5_K_L", "Q6_K_L"),
+    *("Q2_K_XL", "Q3_K_XL", "Q4_K_XL", "Q5_K_XL", "Q6_K_XL", "Q8_K_XL"),
+)
 
 
 def _file_type_label(file_type: LlamaFileType) -> str:
