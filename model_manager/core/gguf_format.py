@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from gguf import GGUFValueType, LlamaFileType
+from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from model_manager.core.errors import InvalidFileError
 
@@ -64,6 +64,7 @@ class GGUFHeader:
     metadata: dict[str, Any]
     parameter_count: int | None  # None when the tensor infos were not read
     header_size: int  # bytes up to the end of the tensor infos (of the key/values when those were not read)
+    data_end: int | None = None  # where the last tensor's data ends; None when the tensor infos were not read
 
 
 class _Cursor:
@@ -218,10 +219,25 @@ def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHead
         value_type = cursor.unpack(_U32, f"value type of {key!r}")
         metadata[key] = _read_value(cursor, value_type, f"key {key!r}", depth=0)
 
-    parameter_count = None
+    parameter_count = data_end = None
     if read_tensor_info:
-        parameter_count = sum(_read_tensor_info(cursor, index) for index in range(tensor_count))
-    return GGUFHeader(version, tensor_count, kv_count, metadata, parameter_count, cursor.offset)
+        infos = [_read_tensor_info(cursor, index) for index in range(tensor_count)]
+        parameter_count = sum(elements for elements, _ in infos)
+        data_end = _tensor_data_end(cursor.offset, metadata, infos)
+        if data_end > size:
+            # A download or copy cut short keeps a perfect header: only the data's extent shows it.
+            raise GGUFFormatError(
+                f"truncated file: its tensor data should end at byte {data_end} but the file has {size} bytes"
+            )
+    return GGUFHeader(version, tensor_count, kv_count, metadata, parameter_count, cursor.offset, data_end)
+
+
+def _tensor_data_end(header_end: int, metadata: dict[str, Any], infos: list[tuple[int, int]]) -> int:
+    alignment = metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
+        raise GGUFFormatError(f"general.alignment {alignment!r} is not a power of two")
+    data_start = -(-header_end // alignment) * alignment
+    return data_start + max((end for _, end in infos), default=0)
 
 
 def _read_value(cursor: _Cursor, value_type: int, what: str, depth: int) -> Any:
@@ -269,8 +285,8 @@ def _read_array(cursor: _Cursor, what: str, depth: int) -> list[Any] | dict[str,
     return {"type": "array", "length": length}
 
 
-def _read_tensor_info(cursor: _Cursor, index: int) -> int:
-    """Reads one tensor info and returns its element count."""
+def _read_tensor_info(cursor: _Cursor, index: int) -> tuple[int, int]:
+    """Reads one tensor info; returns its element count and where its data ends, relative to the data section."""
     name = cursor.string(f"name of tensor #{index}")
     n_dims = cursor.unpack(_U32, f"dimension count of tensor {name!r}")
     if n_dims > MAX_TENSOR_DIMS:
@@ -280,8 +296,13 @@ def _read_tensor_info(cursor: _Cursor, index: int) -> int:
         elements *= cursor.unpack(_U64, f"dimensions of tensor {name!r}")
     if elements > _MAX_ELEMENTS:
         raise GGUFFormatError(f"tensor {name!r} claims {elements} elements, more than ggml can address")
-    cursor.skip(12, f"type and offset of tensor {name!r}")
-    return elements
+    type_id = cursor.unpack(_U32, f"type of tensor {name!r}")
+    offset = cursor.unpack(_U64, f"offset of tensor {name!r}")
+    try:
+        block_size, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
+    except (ValueError, KeyError):
+        raise GGUFFormatError(f"tensor {name!r} has unknown type {type_id}") from None
+    return elements, offset + elements // block_size * block_bytes
 
 
 # --- quantization labels ---------------------------------------------------------------------------

@@ -195,10 +195,27 @@ def test_header_size_ends_where_tensor_data_may_start(tmp_path: Path) -> None:
 def test_tensor_data_is_never_read(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "model.gguf", tensor_elements=4096)
     header_size = read_gguf_header(path).header_size
-    with open(path, "r+b") as file:
-        file.truncate(header_size)
+    with open(path, "r+b") as file:  # garbage in the data section changes nothing the reader returns
+        file.seek(header_size)
+        file.write(b"\xff" * (path.stat().st_size - header_size))
 
     assert read_gguf_header(path).parameter_count == 2 * 4096
+
+
+def test_tensor_data_extent_matches_the_file_size(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "model.gguf", tensor_elements=4096)
+
+    assert read_gguf_header(path).data_end == path.stat().st_size
+
+
+def test_file_cut_short_in_its_tensor_data_is_refused(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "model.gguf", tensor_elements=4096)
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size - 1)
+
+    with pytest.raises(GGUFFormatError, match="truncated"):
+        read_gguf_header(path)
+    assert read_gguf_header(path, read_tensor_info=False).data_end is None
 
 
 def test_version_2_is_read_like_version_3(tmp_path: Path) -> None:
