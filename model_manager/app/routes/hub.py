@@ -1,5 +1,59 @@
-"""Placeholder: routes of this area are being written."""
+"""`/hub/...`: search the Hugging Face Hub, a model's details, and the repos offering it as GGUF."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+
+from model_manager.app.deps import HubDep
+from model_manager.core.errors import InvalidFiltersError
+from model_manager.core.models import GGUFProvider, HubSort, ModelInfoDetailed, ModelInfoShort, SearchFilters
+
+router = APIRouter(prefix="/hub", tags=["hub"])
+
+
+def parse_filters(filters_json: str | None) -> SearchFilters:
+    """The `filters_json` query value as SearchFilters; `InvalidFiltersError` for bad JSON, a non-object or a bad field."""
+    if filters_json is None or not filters_json.strip():
+        return SearchFilters()
+    try:
+        raw = json.loads(filters_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidFiltersError(f"filters_json is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidFiltersError("filters_json must be a JSON object, such as {\"task\": \"text-generation\"}")
+    try:
+        return SearchFilters.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in error["loc"]), "message": error["msg"]}
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise InvalidFiltersError(f"filters_json is not valid: {summary}", details={"errors": problems}) from exc
+
+
+@router.get("/search", response_model=list[ModelInfoShort])
+async def search_models(
+    hub: HubDep,
+    query: Annotated[str | None, Query(max_length=200, description="Words in the repo id; empty lists all")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    sort: HubSort = HubSort.likes,
+    filters_json: Annotated[str | None, Query(max_length=4000, description="JSON object of SearchFilters")] = None,
+) -> list[ModelInfoShort]:
+    filters = parse_filters(filters_json)
+    return await hub.search_models(query, limit=limit, offset=offset, sort=sort, filters=filters)
+
+
+@router.get("/model/{author}/{model_name}", response_model=ModelInfoDetailed)
+async def model_details(hub: HubDep, author: str, model_name: str) -> ModelInfoDetailed:
+    return await hub.get_model_details(f"{author}/{model_name}")
+
+
+@router.get("/model/{author}/{model_name}/gguf-providers", response_model=list[GGUFProvider])
+async def gguf_providers(hub: HubDep, author: str, model_name: str) -> list[GGUFProvider]:
+    return await hub.get_gguf_providers(f"{author}/{model_name}")
