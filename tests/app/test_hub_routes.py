@@ -135,8 +135,11 @@ def test_bad_filters_are_400_invalid_filters(search_client, filters_json):
     assert response.json()["error_code"] == "INVALID_FILTERS"
 
 
-def test_unknown_sort_is_a_validation_error(search_client):
-    assert _search(search_client, sort="stars").status_code == 422
+def test_unknown_sort_is_400_invalid_filters(search_client):
+    response = _search(search_client, sort="stars")
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_FILTERS"
+    assert "likes" in response.json()["message"]
 
 
 # ---------------------------------------------------------------- search: pagination

@@ -36,17 +36,26 @@ def parse_filters(filters_json: str | None) -> SearchFilters:
         raise InvalidFiltersError(f"filters_json is not valid: {summary}", details={"errors": problems}) from exc
 
 
+def parse_sort(sort: str) -> HubSort:
+    """API.md: an unknown enum value is a 400 `INVALID_FILTERS`, like a bad filter."""
+    try:
+        return HubSort(sort)
+    except ValueError:
+        choices = ", ".join(member.value for member in HubSort)
+        raise InvalidFiltersError(f"unknown sort {sort!r}; use one of: {choices}") from None
+
+
 @router.get("/search", response_model=list[ModelInfoShort])
 async def search_models(
     hub: HubDep,
     query: Annotated[str | None, Query(max_length=200, description="Words in the repo id; empty lists all")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
-    sort: HubSort = HubSort.likes,
+    sort: Annotated[str, Query(description="likes | downloads | time | update | trending")] = HubSort.likes.value,
     filters_json: Annotated[str | None, Query(max_length=4000, description="JSON object of SearchFilters")] = None,
 ) -> list[ModelInfoShort]:
     filters = parse_filters(filters_json)
-    return await hub.search_models(query, limit=limit, offset=offset, sort=sort, filters=filters)
+    return await hub.search_models(query, limit=limit, offset=offset, sort=parse_sort(sort), filters=filters)
 
 
 @router.get("/model/{author}/{model_name}", response_model=ModelInfoDetailed)
