@@ -1,5 +1,31 @@
-"""Placeholder: routes of this area are being written."""
+"""`/local/storage/...`: disk usage of the library, and cleanup of what nothing owns."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import inspect
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from model_manager.app.deps import DownloadsDep, LocalStorageDep
+from model_manager.core.models import CleanupResult, StorageStats
+
+router = APIRouter(prefix="/local/storage", tags=["storage"])
+
+
+@router.get("/stats", response_model=StorageStats)
+async def storage_stats(storage: LocalStorageDep) -> StorageStats:
+    return await storage.storage_stats()
+
+
+@router.post("/cleanup", response_model=CleanupResult)
+async def cleanup_storage(
+    storage: LocalStorageDep,
+    downloads: DownloadsDep,
+    dry_run: Annotated[bool, Query(description="List what would be removed, remove nothing")] = False,
+) -> CleanupResult:
+    active_ids = getattr(downloads, "active_ids", None)
+    active = active_ids() if callable(active_ids) else ()
+    if inspect.isawaitable(active):
+        active = await active
+    return await storage.cleanup(dry_run=dry_run, active_download_ids=set(active))
