@@ -1,0 +1,201 @@
+"""Adding files already on this server: an import from an allowed folder, and adopting a finished download."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from model_manager.core.errors import InvalidFileError, PathNotAllowedError, SourceFileNotFoundError
+from model_manager.core.gguf_format import GGUFHeader, summarize_metadata
+from model_manager.core.models import LocalModel
+from model_manager.core.services.library import files
+from model_manager.core.services.library.commit import CommitStep, _NewModel
+from model_manager.core.services.library.records import _to_api
+from model_manager.core.services.library.staging import _Incoming
+
+logger = logging.getLogger("model_manager.local_storage")
+
+
+@dataclass
+class _Source:
+    """An import source that passed every check: its real path, the name it will get, and its header."""
+
+    path: Path
+    name: str
+    stat: os.stat_result
+    header: GGUFHeader
+
+
+class FileImports(CommitStep):
+    """Imports a file from a folder of IMPORT_ALLOWED_DIRS, and adopts the verified files of a download."""
+
+    async def import_file(
+        self, file_path: str, action: Literal["copy", "move"] = "copy", display_name: str | None = None
+    ) -> tuple[LocalModel, bool]:
+        """Add the GGUF file at `file_path` (absolute, on this server) to the library.
+
+        Returns `(model, created)`: when a model with the same SHA-256 is already there, that model and
+        False, and nothing is copied or moved. `move` renames the file on the same filesystem and removes
+        the source only after the model is registered otherwise; the source is never removed on failure.
+        A part of a split model is imported as a model of its own: importing all parts as one is out of scope.
+
+        Raises `PathNotAllowedError` for a relative path, `..`, or a real path (symlinks resolved) outside
+        IMPORT_ALLOWED_DIRS — checked before existence, so nothing is revealed about other folders;
+        `SourceFileNotFoundError` when it does not exist; `InvalidFileError` when it is not a regular file,
+        not named `.gguf`, not a readable GGUF file, or changes while imported; `InsufficientStorageError`.
+        """
+        source = await asyncio.to_thread(self._inspect_source, file_path, action)
+        digest = await asyncio.to_thread(files._hash_file, source.path, source.stat)
+        existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
+        if existing is not None:
+            return _to_api(existing), False
+        display_name = files._display_name(display_name, source.name)
+        if action == "move" and await asyncio.to_thread(files._same_filesystem, source.path.parent, self.models_dir):
+            incoming = _Incoming(source.path, source.name, digest, source.stat.st_size, unchanged_since=source.stat)
+            try:
+                new_model = _NewModel(display_name, summarize_metadata(source.header, source.name))
+                record, created = await self._register([incoming], new_model)
+                return _to_api(record), created
+            except PermissionError as error:
+                raise PathNotAllowedError(f"the service may not move {file_path}; use action copy") from error
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                # Same device but another mount point (a bind mount): copy instead.
+        incoming, header = await self._stage_copy(source.path, source.stat, digest, source.name)
+        record, created = await self._register([incoming], _NewModel(display_name, summarize_metadata(header, source.name)))
+        if created and action == "move":
+            try:
+                await asyncio.to_thread(files._remove_files, [source.path])
+            except OSError:
+                logger.warning("imported %s but could not remove the source", source.path, exc_info=True)
+        return _to_api(record), created
+
+    def _inspect_source(self, file_path: str, action: str) -> _Source:
+        if "\x00" in file_path or not os.path.isabs(file_path):
+            raise PathNotAllowedError(
+                "file_path must be an absolute path on the server, such as /home/me/models/model.gguf",
+                {"file_path": file_path},
+            )
+        if ".." in Path(file_path).parts:
+            raise PathNotAllowedError("file_path must not contain '..'; give the plain absolute path", {"file_path": file_path})
+        real = os.path.realpath(file_path)
+        allowed = [os.path.realpath(folder) for folder in self.settings.import_allowed_dirs]
+        if not any(files._is_within(real, folder) for folder in allowed):
+            raise PathNotAllowedError(
+                f"{file_path} is outside the folders imports may read from; put the file in one of them "
+                "or add its folder to IMPORT_ALLOWED_DIRS",
+                {"file_path": file_path, "allowed_dirs": allowed},
+            )
+        try:
+            info = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SourceFileNotFoundError(f"there is no file at {file_path}", {"file_path": file_path}) from None
+        except PermissionError:
+            raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidFileError(f"{file_path} is not a regular file", {"file_path": file_path})
+        name = files._safe_name(Path(file_path).name)
+        if action == "move":
+            if os.path.islink(file_path):
+                raise InvalidFileError(
+                    f"{file_path} is a symbolic link; move the file it points to, or use action copy",
+                    {"file_path": file_path},
+                )
+            if not os.access(os.path.dirname(real), os.W_OK):
+                raise PathNotAllowedError(f"the service may not remove files from the folder of {file_path}; use action copy")
+        try:
+            header = files.read_gguf_header(real)
+        except PermissionError:
+            raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
+        return _Source(Path(real), name, info, header)
+
+    async def _stage_copy(
+        self, source: Path, expected: os.stat_result, sha256: str, name: str
+    ) -> tuple[_Incoming, GGUFHeader]:
+        """Copy `source` into a staging file, checking its bytes hash to `sha256`; returns it with its header."""
+        await asyncio.to_thread(self._require_free_space, expected.st_size)
+        staging = await self._new_staging()
+        try:
+            await asyncio.to_thread(staging.copy_from, source, expected)
+            if await asyncio.to_thread(staging.finish) != sha256:
+                raise files._changed_error(name)
+            header = await asyncio.to_thread(files.read_gguf_header, staging.path)  # of the very bytes we keep
+        except BaseException:
+            await self._discard(staging)
+            raise
+        return _Incoming(staging.path, name, sha256, staging.size_bytes, staging=staging), header
+
+    async def adopt_download(
+        self,
+        parts: list[Path],
+        final_names: list[str],
+        part_sha256: list[str],
+        *,
+        repo_id: str,
+        display_name: str | None = None,
+    ) -> LocalModel:
+        """Move verified downloaded files into MODELS_DIR and register them as one model.
+
+        `parts` are complete files (their hashes `part_sha256` already checked), in order; `final_names`
+        their base names in the library (made unique on collision, split parts keeping a common stem).
+        A split model's `file_path` is its first part and `metadata["parts"]` lists every part.
+        When a model with the first part's hash is already there it is returned and the parts deleted.
+        Across filesystems the parts are copied (hash checked again) and deleted once the model is ready.
+        Raises `InvalidFileError` (including `GGUFFormatError`) for a bad name or header, or hash mismatch;
+        `InsufficientStorageError`; `ValueError` when the three lists differ in length.
+        """
+        if not parts or not len(parts) == len(final_names) == len(part_sha256):
+            raise ValueError("parts, final_names and part_sha256 must be non-empty lists of the same length")
+        parts = [Path(part) for part in parts]
+        names = [files._safe_name(name) for name in final_names]
+        stats, headers = await asyncio.to_thread(self._inspect_parts, parts)
+        existing = await asyncio.to_thread(self._ready_model_with_hash, part_sha256[0])
+        if existing is not None:
+            await asyncio.to_thread(files._remove_files, parts)
+            return _to_api(existing)
+        new_model = _NewModel(
+            files._display_name(display_name, names[0]), summarize_metadata(headers[0], names[0]), repo_id, is_downloaded=True
+        )
+        if await asyncio.to_thread(files._same_filesystem, parts[0].parent, self.models_dir):
+            await asyncio.to_thread(files._fsync_files, parts)  # their bytes must be durable before their name is
+            items = [
+                _Incoming(part, name, digest, info.st_size, unchanged_since=info)
+                for part, name, digest, info in zip(parts, names, part_sha256, stats)
+            ]
+            try:
+                record, created = await self._register(items, new_model)
+                if not created:
+                    await asyncio.to_thread(files._remove_files, parts)
+                return _to_api(record)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+        await asyncio.to_thread(self._require_free_space, sum(info.st_size for info in stats))
+        items = []
+        try:
+            for part, name, digest, info in zip(parts, names, part_sha256, stats):
+                items.append((await self._stage_copy(part, info, digest, name))[0])
+        except BaseException:
+            for item in items:
+                await self._discard(item.staging)
+            raise
+        record, _created = await self._register(items, new_model)
+        await asyncio.to_thread(files._remove_files, parts)
+        return _to_api(record)
+
+    @staticmethod
+    def _inspect_parts(parts: list[Path]) -> tuple[list[os.stat_result], list[GGUFHeader]]:
+        stats = []
+        for part in parts:
+            info = os.stat(part)
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidFileError(f"{part} is not a regular file", {"file_path": str(part)})
+            stats.append(info)
+        return stats, [files.read_gguf_header(part, read_tensor_info=index == 0) for index, part in enumerate(parts)]

@@ -1,0 +1,84 @@
+"""`LocalStorage`, the library service: its flows combined, plus listing, deleting and marking files in use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from model_manager.core.catalogue import ModelRecord, utc_now
+from model_manager.core.errors import FileInUseError, ModelNotFoundError
+from model_manager.core.models import LocalModel, LocalModelSort
+from model_manager.core.services.library import files
+from model_manager.core.services.library.cleanup import StatsAndCleanup
+from model_manager.core.services.library.importer import FileImports
+from model_manager.core.services.library.reconcile import Reconciliation
+from model_manager.core.services.library.records import _matches, _sorted, _to_api
+from model_manager.core.services.library.state import _in_thread_to_completion
+from model_manager.core.services.library.uploads import Uploads
+
+
+class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
+    """The library of model files. Create one per process; every method is safe to call concurrently."""
+
+    async def list_models(self, q: str | None = None, sort: LocalModelSort = LocalModelSort.imported) -> list[LocalModel]:
+        """Ready models; `q` keeps those whose name, repo, file name or GGUF name contains it (any case).
+
+        `sort`: imported (oldest first), name, size (largest first), last_accessed (most recent first).
+        """
+        records = await asyncio.to_thread(self.catalogue.list_models)
+        models = [_to_api(record) for record in records]
+        if q:
+            models = [model for model in models if _matches(model, q.casefold())]
+        return _sorted(models, sort)
+
+    async def get_model(self, model_id: str) -> LocalModel:
+        """The model, with `last_accessed` set to now. Raises `ModelNotFoundError`."""
+        record = await asyncio.to_thread(self.catalogue.get_model, model_id)
+        if record is None:
+            raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
+        record.last_accessed = utc_now()
+        await asyncio.to_thread(self.catalogue.touch_model, model_id, record.last_accessed)
+        return _to_api(record)
+
+    async def delete_model(self, model_id: str, force: bool = False) -> None:
+        """Remove the model's row, then its files. Raises `ModelNotFoundError`, and `FileInUseError`
+        while one of its files is marked in use, unless `force`."""
+        async with self._lock:
+            record = await asyncio.to_thread(self.catalogue.get_model, model_id)
+            if record is None:
+                raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
+            busy = [path for path in record.all_paths if self.is_in_use(path)]
+            if busy and not force:
+                raise FileInUseError(
+                    f"{Path(busy[0]).name} is still being written; try again when that is done, or pass force=true",
+                    {"model_id": model_id, "files": busy},
+                )
+            await _in_thread_to_completion(self._remove_model, record)
+
+    def _remove_model(self, record: ModelRecord) -> None:
+        self.catalogue.delete_model(record.model_id)
+        files._remove_files(record.all_paths)
+
+    def mark_in_use(self, path: str | os.PathLike[str]) -> None:
+        """Mark a file as being written (or read) by someone, so deleting its model answers FILE_IN_USE."""
+        self._in_use[os.path.abspath(path)] += 1
+
+    def release(self, path: str | os.PathLike[str]) -> None:
+        key = os.path.abspath(path)
+        self._in_use[key] -= 1
+        if self._in_use[key] <= 0:
+            del self._in_use[key]
+
+    @contextlib.contextmanager
+    def in_use(self, path: str | os.PathLike[str]) -> Iterator[None]:
+        self.mark_in_use(path)
+        try:
+            yield
+        finally:
+            self.release(path)
+
+    def is_in_use(self, path: str | os.PathLike[str]) -> bool:
+        return self._in_use.get(os.path.abspath(path), 0) > 0

@@ -1,0 +1,89 @@
+"""Staging files: hidden files in MODELS_DIR that receive a model's bytes, hashed as they are written."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+from model_manager.core.errors import InvalidFileError
+from model_manager.core.services.library import files
+
+STAGING_PREFIX = ".importing-"
+STAGING_SUFFIX = ".part"
+
+
+class _StagingFile:
+    """A hidden file in MODELS_DIR that receives a model's bytes and hashes them as they are written.
+
+    Methods block: call them in a worker thread. A lock makes `discard` wait for a write in flight.
+    The path is in `registry` (the storage's live staging files) for as long as the file may exist.
+    """
+
+    def __init__(self, folder: Path, registry: set[str]) -> None:
+        self.path = folder / f"{STAGING_PREFIX}{uuid4().hex}{STAGING_SUFFIX}"
+        self.size_bytes = 0
+        self._registry = registry
+        self._hash = hashlib.sha256()
+        self._lock = threading.Lock()
+        registry.add(str(self.path))  # before the file exists, so cleanup never takes it for an orphan
+        try:
+            self._file = open(self.path, "xb")
+        except BaseException:
+            registry.discard(str(self.path))
+            raise
+
+    def write(self, chunks: Iterable[bytes | memoryview]) -> None:
+        with self._lock, files._disk_full_is_insufficient_storage(self.path.parent):
+            if self._file.closed:
+                raise InvalidFileError("the import was stopped before the file was complete")
+            for chunk in chunks:
+                self._file.write(chunk)
+                self._hash.update(chunk)
+                self.size_bytes += len(chunk)
+
+    def copy_from(self, source: Path, expected: os.stat_result) -> None:
+        """Append the bytes of `source`, which must still be the file `expected` describes."""
+        with open(source, "rb", buffering=0) as src:
+            if not files._same_file(os.fstat(src.fileno()), expected):
+                raise files._changed_error(source.name)
+            buffer = bytearray(files.CHUNK_SIZE)
+            view = memoryview(buffer)
+            while count := src.readinto(buffer):
+                self.write((view[:count],))
+
+    def finish(self) -> str:
+        """Flush and fsync the file, close it, and return the SHA-256 of everything written."""
+        with self._lock, files._disk_full_is_insufficient_storage(self.path.parent):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        return self._hash.hexdigest()
+
+    def placed(self) -> None:
+        """The file was renamed into the library: it is no longer a staging file."""
+        self._registry.discard(str(self.path))
+
+    def discard(self) -> None:
+        with self._lock:
+            self._file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self._registry.discard(str(self.path))
+
+
+@dataclass
+class _Incoming:
+    """One file to rename into MODELS_DIR under (a free variant of) `name`."""
+
+    source: Path
+    name: str
+    sha256: str
+    size_bytes: int
+    staging: _StagingFile | None = None  # set when `source` is our own staged copy
+    unchanged_since: os.stat_result | None = None  # a client's file renamed in place must still be this one
