@@ -218,7 +218,7 @@ async def test_blocking_calls_never_run_on_the_event_loop(storage, settings, imp
 
         monkeypatch.setattr(owner, name, watched)
 
-    for name in ("read_gguf_header", "_hash_file", "_fsync_dir", "_remove_files", "_tree_size", "_same_filesystem"):
+    for name in ("read_gguf_header", "hash_file", "fsync_dir", "remove_files", "tree_size", "same_filesystem"):
         watch(library_file_helpers, name)
     for name in ("fsync", "replace", "unlink", "listdir", "scandir", "open"):
         watch(os, name)
@@ -277,7 +277,7 @@ async def test_a_large_import_keeps_the_loop_responsive_and_memory_bounded(stora
 
 async def test_a_source_that_changes_while_copied_is_refused(storage, settings, import_dir, monkeypatch):
     source = write_gguf(import_dir / "model.gguf")
-    hash_file = library_file_helpers._hash_file
+    hash_file = library_file_helpers.hash_file
 
     def hash_then_change(path, expected):
         digest = hash_file(path, expected)
@@ -285,7 +285,7 @@ async def test_a_source_that_changes_while_copied_is_refused(storage, settings, 
             file.write(b"more bytes")
         return digest
 
-    monkeypatch.setattr(library_file_helpers, "_hash_file", hash_then_change)
+    monkeypatch.setattr(library_file_helpers, "hash_file", hash_then_change)
     with pytest.raises(InvalidFileError, match="changed while"):
         await storage.import_file(str(source), "move")
     assert source.exists()

@@ -33,7 +33,7 @@ class StatsAndCleanup(LibraryState):
     def _stats(self) -> StorageStats:
         records = self.catalogue.list_models(include_pending=True)
         ready = [record for record in records if record.state == "ready"]
-        total = sum(files._regular_size(path) or 0 for record in ready for path in record.all_paths)
+        total = sum(files.regular_size(path) or 0 for record in ready for path in record.all_paths)
         folder = self.models_dir
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
@@ -49,7 +49,7 @@ class StatsAndCleanup(LibraryState):
             disk_total_gb=round(disk.total / _GIB, 3),
             usage_percent=round((disk.total - disk.free) / disk.total * 100, 2) if disk.total else 0.0,
             storage_directory=str(self.models_dir),
-            partial_downloads_bytes=files._tree_size(self.downloads_dir),
+            partial_downloads_bytes=files.tree_size(self.downloads_dir),
             orphaned_files=len(self._orphans(self._owned_paths(records))),
         )
 
@@ -82,9 +82,9 @@ class StatsAndCleanup(LibraryState):
             for entry in entries:
                 if any(entry.name.startswith(download_id) for download_id in kept_ids):
                     continue
-                if entry.path in self._protected or any(files._is_within(folder, entry.path) for folder in guarded):
+                if entry.path in self._protected or any(files.is_within(folder, entry.path) for folder in guarded):
                     continue
-                found.append((entry.path, files._tree_size(entry.path)))
+                found.append((entry.path, files.tree_size(entry.path)))
         return found
 
     async def cleanup(self, dry_run: bool = False, active_download_ids: Iterable[str] = frozenset()) -> CleanupResult:

@@ -17,14 +17,14 @@ from uuid import uuid4
 
 from model_manager.core.catalogue import ModelRecord, utc_now
 from model_manager.core.services.library import files
-from model_manager.core.services.library.staging import _Incoming
+from model_manager.core.services.library.staging import Incoming
 from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
 
 logger = logging.getLogger("model_manager.local_storage")
 
 
 @dataclass
-class _NewModel:
+class NewModel:
     """What the row of a model being added says besides its files."""
 
     display_name: str
@@ -40,11 +40,11 @@ class CommitStep(LibraryState):
         record = self.catalogue.find_model_by_hash(sha256)
         return record if record is not None and record.state == "ready" else None
 
-    async def _register(self, items: list[_Incoming], new_model: _NewModel) -> tuple[ModelRecord, bool]:
+    async def _register(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         async with self._lock:
             return await _in_thread_to_completion(self._commit, items, new_model)
 
-    def _commit(self, items: list[_Incoming], new_model: _NewModel) -> tuple[ModelRecord, bool]:
+    def _commit(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         """Steps 2 to 4 of the `library` package docstring, with the dedupe check; runs under the lock, in a thread.
 
         Returns `(record, created)`. On a duplicate the staged files are removed, a client's file is left.
@@ -87,15 +87,15 @@ class CommitStep(LibraryState):
                 raise
             self._discard_staged(items)
             return existing, False
-        moved: list[tuple[_Incoming, Path]] = []
+        moved: list[tuple[Incoming, Path]] = []
         try:
             for item, final in zip(items, finals):
                 os.replace(item.source, final)
                 moved.append((item, final))
-                if item.unchanged_since is not None and not files._same_file(os.stat(final), item.unchanged_since):
-                    raise files._changed_error(item.name)
+                if item.unchanged_since is not None and not files.same_file(os.stat(final), item.unchanged_since):
+                    raise files.changed_error(item.name)
             for folder in {self.models_dir} | {item.source.parent for item in items}:
-                files._fsync_dir(folder)
+                files.fsync_dir(folder)
             self.catalogue.mark_model_ready(record.model_id)
         except BaseException:
             for item, final in reversed(moved):
@@ -114,7 +114,7 @@ class CommitStep(LibraryState):
         return record, True
 
     @staticmethod
-    def _discard_staged(items: list[_Incoming]) -> None:
+    def _discard_staged(items: list[Incoming]) -> None:
         for item in items:
             if item.staging is not None:
                 item.staging.discard()
@@ -125,7 +125,7 @@ class CommitStep(LibraryState):
         for record in self.catalogue.list_models(include_pending=True):
             taken.update(Path(path).name.casefold() for path in record.all_paths)
         for number in itertools.count(1):
-            names = [files._numbered(name, number) for name in wanted]
+            names = [files.numbered(name, number) for name in wanted]
             if not any(name.casefold() in taken for name in names):
                 return names
         raise AssertionError("unreachable")

@@ -1,7 +1,7 @@
 """Blocking file helpers of the library: path checks, hashing, fsync, removal, sizes, file names, a full disk.
 
 Call them in a worker thread. The other modules of the library call them through this module
-(`files._hash_file(...)`), never under a name imported on its own, so that replacing one here reaches
+(`files.hash_file(...)`), never under a name imported on its own, so that replacing one here reaches
 every caller: the tests do, to check that none of them runs on the event loop.
 """
 
@@ -26,39 +26,39 @@ MAX_NAME_BYTES = 200
 MAX_DISPLAY_NAME = 200
 
 
-def _is_within(path: str, folder: str) -> bool:
+def is_within(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
-def _same_filesystem(a: Path, b: Path) -> bool:
+def same_filesystem(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
 
 
-def _changed_error(name: str) -> InvalidFileError:
+def changed_error(name: str) -> InvalidFileError:
     return InvalidFileError(
         f"{name} changed while it was being imported; import it again once nothing is writing to it", {"file": name}
     )
 
 
-def _hash_file(path: Path, expected: os.stat_result) -> str:
+def hash_file(path: Path, expected: os.stat_result) -> str:
     """The SHA-256 of `path`, read in chunks; `InvalidFileError` when it is no longer the file `expected` describes."""
     with open(path, "rb") as file:
-        if not _same_file(os.fstat(file.fileno()), expected):
-            raise _changed_error(path.name)
+        if not same_file(os.fstat(file.fileno()), expected):
+            raise changed_error(path.name)
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _fsync_files(paths: Iterable[Path]) -> None:
+def fsync_files(paths: Iterable[Path]) -> None:
     for path in paths:
         with open(path, "rb") as file:
             os.fsync(file.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -66,7 +66,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _remove_files(paths: Iterable[str | Path]) -> None:
+def remove_files(paths: Iterable[str | Path]) -> None:
     """Unlink each path that exists (never following a link) and fsync the folders touched."""
     folders = set()
     for path in paths:
@@ -75,10 +75,10 @@ def _remove_files(paths: Iterable[str | Path]) -> None:
             folders.add(Path(path).parent)
     for folder in folders:
         with contextlib.suppress(OSError):
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
 
-def _regular_size(path: str | Path) -> int | None:
+def regular_size(path: str | Path) -> int | None:
     """The size of the regular file at `path` (following links), or None when there is none."""
     try:
         info = os.stat(path)
@@ -87,7 +87,7 @@ def _regular_size(path: str | Path) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def _tree_size(path: str | Path) -> int:
+def tree_size(path: str | Path) -> int:
     """Bytes of the regular files at or under `path`, never following a link."""
     try:
         info = os.lstat(path)
@@ -104,12 +104,12 @@ def _tree_size(path: str | Path) -> int:
     return total
 
 
-def _is_empty_dir(folder: str) -> bool:
+def is_empty_dir(folder: str) -> bool:
     with os.scandir(folder) as entries:
         return next(entries, None) is None
 
 
-def _safe_name(filename: str) -> str:
+def safe_name(filename: str) -> str:
     """`filename`'s base name, fit for MODELS_DIR: no folders, no leading dots, no control characters, ends `.gguf`."""
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".").strip()
@@ -120,7 +120,7 @@ def _safe_name(filename: str) -> str:
     return name
 
 
-def _numbered(name: str, number: int) -> str:
+def numbered(name: str, number: int) -> str:
     """`name` itself for 1, else `name-<number>.gguf`; a split part keeps its `-0000i-of-0000n` ending."""
     if number == 1:
         return name
@@ -130,13 +130,13 @@ def _numbered(name: str, number: int) -> str:
     return f"{name[:-5]}-{number}{name[-5:]}"
 
 
-def _display_name(display_name: str | None, filename: str) -> str:
+def choose_display_name(display_name: str | None, filename: str) -> str:
     text = " ".join((display_name or "").split())[:MAX_DISPLAY_NAME]
     return text or filename[:-5]
 
 
 @contextlib.contextmanager
-def _disk_full_is_insufficient_storage(folder: Path) -> Iterator[None]:
+def disk_full_is_insufficient_storage(folder: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:

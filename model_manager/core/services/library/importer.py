@@ -15,15 +15,15 @@ from model_manager.core.errors import InvalidFileError, PathNotAllowedError, Sou
 from model_manager.core.gguf_format import GGUFHeader, summarize_metadata
 from model_manager.core.models import LocalModel
 from model_manager.core.services.library import files
-from model_manager.core.services.library.commit import CommitStep, _NewModel
-from model_manager.core.services.library.records import _to_api
-from model_manager.core.services.library.staging import _Incoming
+from model_manager.core.services.library.commit import CommitStep, NewModel
+from model_manager.core.services.library.records import to_api
+from model_manager.core.services.library.staging import Incoming
 
 logger = logging.getLogger("model_manager.local_storage")
 
 
 @dataclass
-class _Source:
+class Source:
     """An import source that passed every check: its real path, the name it will get, and its header."""
 
     path: Path
@@ -51,17 +51,17 @@ class FileImports(CommitStep):
         not named `.gguf`, not a readable GGUF file, or changes while imported; `InsufficientStorageError`.
         """
         source = await asyncio.to_thread(self._inspect_source, file_path, action)
-        digest = await asyncio.to_thread(files._hash_file, source.path, source.stat)
+        digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
         existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
         if existing is not None:
-            return _to_api(existing), False
-        display_name = files._display_name(display_name, source.name)
-        if action == "move" and await asyncio.to_thread(files._same_filesystem, source.path.parent, self.models_dir):
-            incoming = _Incoming(source.path, source.name, digest, source.stat.st_size, unchanged_since=source.stat)
+            return to_api(existing), False
+        display_name = files.choose_display_name(display_name, source.name)
+        if action == "move" and await asyncio.to_thread(files.same_filesystem, source.path.parent, self.models_dir):
+            incoming = Incoming(source.path, source.name, digest, source.stat.st_size, unchanged_since=source.stat)
             try:
-                new_model = _NewModel(display_name, summarize_metadata(source.header, source.name))
+                new_model = NewModel(display_name, summarize_metadata(source.header, source.name))
                 record, created = await self._register([incoming], new_model)
-                return _to_api(record), created
+                return to_api(record), created
             except PermissionError as error:
                 raise PathNotAllowedError(f"the service may not move {file_path}; use action copy") from error
             except OSError as error:
@@ -69,15 +69,15 @@ class FileImports(CommitStep):
                     raise
                 # Same device but another mount point (a bind mount): copy instead.
         incoming, header = await self._stage_copy(source.path, source.stat, digest, source.name)
-        record, created = await self._register([incoming], _NewModel(display_name, summarize_metadata(header, source.name)))
+        record, created = await self._register([incoming], NewModel(display_name, summarize_metadata(header, source.name)))
         if created and action == "move":
             try:
-                await asyncio.to_thread(files._remove_files, [source.path])
+                await asyncio.to_thread(files.remove_files, [source.path])
             except OSError:
                 logger.warning("imported %s but could not remove the source", source.path, exc_info=True)
-        return _to_api(record), created
+        return to_api(record), created
 
-    def _inspect_source(self, file_path: str, action: str) -> _Source:
+    def _inspect_source(self, file_path: str, action: str) -> Source:
         if "\x00" in file_path or not os.path.isabs(file_path):
             raise PathNotAllowedError(
                 "file_path must be an absolute path on the server, such as /home/me/models/model.gguf",
@@ -87,7 +87,7 @@ class FileImports(CommitStep):
             raise PathNotAllowedError("file_path must not contain '..'; give the plain absolute path", {"file_path": file_path})
         real = os.path.realpath(file_path)
         allowed = [os.path.realpath(folder) for folder in self.settings.import_allowed_dirs]
-        if not any(files._is_within(real, folder) for folder in allowed):
+        if not any(files.is_within(real, folder) for folder in allowed):
             raise PathNotAllowedError(
                 f"{file_path} is outside the folders imports may read from; put the file in one of them "
                 "or add its folder to IMPORT_ALLOWED_DIRS",
@@ -101,7 +101,7 @@ class FileImports(CommitStep):
             raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
         if not stat.S_ISREG(info.st_mode):
             raise InvalidFileError(f"{file_path} is not a regular file", {"file_path": file_path})
-        name = files._safe_name(Path(file_path).name)
+        name = files.safe_name(Path(file_path).name)
         if action == "move":
             if os.path.islink(file_path):
                 raise InvalidFileError(
@@ -114,23 +114,23 @@ class FileImports(CommitStep):
             header = files.read_gguf_header(real)
         except PermissionError:
             raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
-        return _Source(Path(real), name, info, header)
+        return Source(Path(real), name, info, header)
 
     async def _stage_copy(
         self, source: Path, expected: os.stat_result, sha256: str, name: str
-    ) -> tuple[_Incoming, GGUFHeader]:
+    ) -> tuple[Incoming, GGUFHeader]:
         """Copy `source` into a staging file, checking its bytes hash to `sha256`; returns it with its header."""
         await asyncio.to_thread(self._require_free_space, expected.st_size)
         staging = await self._new_staging()
         try:
             await asyncio.to_thread(staging.copy_from, source, expected)
             if await asyncio.to_thread(staging.finish) != sha256:
-                raise files._changed_error(name)
+                raise files.changed_error(name)
             header = await asyncio.to_thread(files.read_gguf_header, staging.path)  # of the very bytes we keep
         except BaseException:
             await self._discard(staging)
             raise
-        return _Incoming(staging.path, name, sha256, staging.size_bytes, staging=staging), header
+        return Incoming(staging.path, name, sha256, staging.size_bytes, staging=staging), header
 
     async def adopt_download(
         self,
@@ -154,26 +154,26 @@ class FileImports(CommitStep):
         if not parts or not len(parts) == len(final_names) == len(part_sha256):
             raise ValueError("parts, final_names and part_sha256 must be non-empty lists of the same length")
         parts = [Path(part) for part in parts]
-        names = [files._safe_name(name) for name in final_names]
+        names = [files.safe_name(name) for name in final_names]
         stats, headers = await asyncio.to_thread(self._inspect_parts, parts)
         existing = await asyncio.to_thread(self._ready_model_with_hash, part_sha256[0])
         if existing is not None:
-            await asyncio.to_thread(files._remove_files, parts)
-            return _to_api(existing)
-        new_model = _NewModel(
-            files._display_name(display_name, names[0]), summarize_metadata(headers[0], names[0]), repo_id, is_downloaded=True
+            await asyncio.to_thread(files.remove_files, parts)
+            return to_api(existing)
+        new_model = NewModel(
+            files.choose_display_name(display_name, names[0]), summarize_metadata(headers[0], names[0]), repo_id, is_downloaded=True
         )
-        if await asyncio.to_thread(files._same_filesystem, parts[0].parent, self.models_dir):
-            await asyncio.to_thread(files._fsync_files, parts)  # their bytes must be durable before their name is
+        if await asyncio.to_thread(files.same_filesystem, parts[0].parent, self.models_dir):
+            await asyncio.to_thread(files.fsync_files, parts)  # their bytes must be durable before their name is
             items = [
-                _Incoming(part, name, digest, info.st_size, unchanged_since=info)
+                Incoming(part, name, digest, info.st_size, unchanged_since=info)
                 for part, name, digest, info in zip(parts, names, part_sha256, stats)
             ]
             try:
                 record, created = await self._register(items, new_model)
                 if not created:
-                    await asyncio.to_thread(files._remove_files, parts)
-                return _to_api(record)
+                    await asyncio.to_thread(files.remove_files, parts)
+                return to_api(record)
             except OSError as error:
                 if error.errno != errno.EXDEV:
                     raise
@@ -187,8 +187,8 @@ class FileImports(CommitStep):
                 await self._discard(item.staging)
             raise
         record, _created = await self._register(items, new_model)
-        await asyncio.to_thread(files._remove_files, parts)
-        return _to_api(record)
+        await asyncio.to_thread(files.remove_files, parts)
+        return to_api(record)
 
     @staticmethod
     def _inspect_parts(parts: list[Path]) -> tuple[list[os.stat_result], list[GGUFHeader]]:

@@ -29,7 +29,7 @@ class Reconciliation(LibraryState):
             stale = [e.path for e in entries if e.name.startswith(STAGING_PREFIX) and e.path not in self._staging]
         if stale:
             logger.info("removing %d staging file(s) of imports a crash interrupted", len(stale))
-            files._remove_files(stale)
+            files.remove_files(stale)
         records = self.catalogue.list_models(include_pending=True)
         unavailable = self._unavailable_folders(records)
         for record in records:
@@ -40,7 +40,7 @@ class Reconciliation(LibraryState):
                 logger.info("finished adding %s, interrupted after its files were in place", record.file_path)
             else:
                 self.catalogue.delete_model(record.model_id)
-                files._remove_files(record.all_paths)
+                files.remove_files(record.all_paths)
                 logger.info("rolled back adding %s, interrupted before its files were in place", record.file_path)
         missing = [r for r in records if r.state == "ready" and not self._files_present(r)]
         if missing:

@@ -8,7 +8,7 @@ from model_manager.core.catalogue import ModelRecord
 from model_manager.core.models import LocalModel, LocalModelSort
 
 
-def _to_api(record: ModelRecord) -> LocalModel:
+def to_api(record: ModelRecord) -> LocalModel:
     return LocalModel(
         model_id=record.model_id,
         original_repo_id=record.original_repo_id,
@@ -23,12 +23,12 @@ def _to_api(record: ModelRecord) -> LocalModel:
     )
 
 
-def _matches(model: LocalModel, needle: str) -> bool:
+def matches(model: LocalModel, needle: str) -> bool:
     haystack = (model.display_name, model.original_repo_id or "", Path(model.file_path).name, model.metadata.get("name") or "")
     return any(needle in text.casefold() for text in haystack)
 
 
-def _sorted(models: list[LocalModel], sort: LocalModelSort) -> list[LocalModel]:
+def sort_models(models: list[LocalModel], sort: LocalModelSort) -> list[LocalModel]:
     if sort is LocalModelSort.name:
         return sorted(models, key=lambda m: (m.display_name.casefold(), m.model_id))
     if sort is LocalModelSort.size:

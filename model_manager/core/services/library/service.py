@@ -15,7 +15,7 @@ from model_manager.core.services.library import files
 from model_manager.core.services.library.cleanup import StatsAndCleanup
 from model_manager.core.services.library.importer import FileImports
 from model_manager.core.services.library.reconcile import Reconciliation
-from model_manager.core.services.library.records import _matches, _sorted, _to_api
+from model_manager.core.services.library.records import matches, sort_models, to_api
 from model_manager.core.services.library.state import _in_thread_to_completion
 from model_manager.core.services.library.uploads import Uploads
 
@@ -29,10 +29,10 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
         `sort`: imported (oldest first), name, size (largest first), last_accessed (most recent first).
         """
         records = await asyncio.to_thread(self.catalogue.list_models)
-        models = [_to_api(record) for record in records]
+        models = [to_api(record) for record in records]
         if q:
-            models = [model for model in models if _matches(model, q.casefold())]
-        return _sorted(models, sort)
+            models = [model for model in models if matches(model, q.casefold())]
+        return sort_models(models, sort)
 
     async def get_model(self, model_id: str) -> LocalModel:
         """The model, with `last_accessed` set to now. Raises `ModelNotFoundError`."""
@@ -41,7 +41,7 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
             raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
         record.last_accessed = utc_now()
         await asyncio.to_thread(self.catalogue.touch_model, model_id, record.last_accessed)
-        return _to_api(record)
+        return to_api(record)
 
     async def delete_model(self, model_id: str, force: bool = False) -> None:
         """Remove the model's row, then its files. Raises `ModelNotFoundError`, and `FileInUseError`
@@ -60,7 +60,7 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
 
     def _remove_model(self, record: ModelRecord) -> None:
         self.catalogue.delete_model(record.model_id)
-        files._remove_files(record.all_paths)
+        files.remove_files(record.all_paths)
 
     def mark_in_use(self, path: str | os.PathLike[str]) -> None:
         """Mark a file as being written (or read) by someone, so deleting its model answers FILE_IN_USE."""

@@ -18,7 +18,7 @@ STAGING_PREFIX = ".importing-"
 STAGING_SUFFIX = ".part"
 
 
-class _StagingFile:
+class StagingFile:
     """A hidden file in MODELS_DIR that receives a model's bytes and hashes them as they are written.
 
     Methods block: call them in a worker thread. A lock makes `discard` wait for a write in flight.
@@ -39,7 +39,7 @@ class _StagingFile:
             raise
 
     def write(self, chunks: Iterable[bytes | memoryview]) -> None:
-        with self._lock, files._disk_full_is_insufficient_storage(self.path.parent):
+        with self._lock, files.disk_full_is_insufficient_storage(self.path.parent):
             if self._file.closed:
                 raise InvalidFileError("the import was stopped before the file was complete")
             for chunk in chunks:
@@ -50,8 +50,8 @@ class _StagingFile:
     def copy_from(self, source: Path, expected: os.stat_result) -> None:
         """Append the bytes of `source`, which must still be the file `expected` describes."""
         with open(source, "rb", buffering=0) as src:
-            if not files._same_file(os.fstat(src.fileno()), expected):
-                raise files._changed_error(source.name)
+            if not files.same_file(os.fstat(src.fileno()), expected):
+                raise files.changed_error(source.name)
             buffer = bytearray(files.CHUNK_SIZE)
             view = memoryview(buffer)
             while count := src.readinto(buffer):
@@ -59,7 +59,7 @@ class _StagingFile:
 
     def finish(self) -> str:
         """Flush and fsync the file, close it, and return the SHA-256 of everything written."""
-        with self._lock, files._disk_full_is_insufficient_storage(self.path.parent):
+        with self._lock, files.disk_full_is_insufficient_storage(self.path.parent):
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -78,12 +78,12 @@ class _StagingFile:
 
 
 @dataclass
-class _Incoming:
+class Incoming:
     """One file to rename into MODELS_DIR under (a free variant of) `name`."""
 
     source: Path
     name: str
     sha256: str
     size_bytes: int
-    staging: _StagingFile | None = None  # set when `source` is our own staged copy
+    staging: StagingFile | None = None  # set when `source` is our own staged copy
     unchanged_since: os.stat_result | None = None  # a client's file renamed in place must still be this one

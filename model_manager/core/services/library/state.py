@@ -15,7 +15,7 @@ from model_manager.core.catalogue import Catalogue, ModelRecord
 from model_manager.core.config import Settings
 from model_manager.core.errors import InsufficientStorageError
 from model_manager.core.services.library import files
-from model_manager.core.services.library.staging import _StagingFile
+from model_manager.core.services.library.staging import StagingFile
 
 T = TypeVar("T")
 
@@ -52,17 +52,17 @@ class LibraryState:
 
     @staticmethod
     def _files_present(record: ModelRecord) -> bool:
-        return all(files._regular_size(path) is not None for path in record.all_paths)
+        return all(files.regular_size(path) is not None for path in record.all_paths)
 
     @staticmethod
     def _files_complete(record: ModelRecord) -> bool:
-        sizes = [files._regular_size(path) for path in record.all_paths]
+        sizes = [files.regular_size(path) for path in record.all_paths]
         return None not in sizes and sum(sizes) == record.file_size_bytes
 
     def _unavailable_folders(self, records: list[ModelRecord]) -> set[str]:
         """Folders of ready models that are missing or empty: probably an unmounted drive, never a reason to forget them."""
         folders = {Path(path).parent.as_posix() for r in records if r.state == "ready" for path in r.all_paths}
-        return {folder for folder in folders if not os.path.isdir(folder) or files._is_empty_dir(folder)}
+        return {folder for folder in folders if not os.path.isdir(folder) or files.is_empty_dir(folder)}
 
     def _require_free_space(self, needed: int) -> None:
         free = shutil.disk_usage(self.models_dir).free
@@ -73,9 +73,9 @@ class LibraryState:
                 {"needed_bytes": needed, "free_bytes": free},
             )
 
-    async def _new_staging(self) -> _StagingFile:
-        return await asyncio.to_thread(_StagingFile, self.models_dir, self._staging)
+    async def _new_staging(self) -> StagingFile:
+        return await asyncio.to_thread(StagingFile, self.models_dir, self._staging)
 
-    async def _discard(self, staging: _StagingFile | None) -> None:
+    async def _discard(self, staging: StagingFile | None) -> None:
         if staging is not None:
             await _in_thread_to_completion(staging.discard)

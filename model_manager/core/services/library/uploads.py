@@ -10,16 +10,16 @@ from typing import Any
 from model_manager.core.gguf_format import summarize_metadata
 from model_manager.core.models import LocalModel
 from model_manager.core.services.library import files
-from model_manager.core.services.library.commit import CommitStep, _NewModel
-from model_manager.core.services.library.records import _to_api
-from model_manager.core.services.library.staging import _Incoming
+from model_manager.core.services.library.commit import CommitStep, NewModel
+from model_manager.core.services.library.records import to_api
+from model_manager.core.services.library.staging import Incoming
 
 
 @dataclass
 class StagedUpload:
     """An uploaded file, written to a staging file in MODELS_DIR and checked, that `register_upload` adds."""
 
-    incoming: _Incoming
+    incoming: Incoming
     metadata: dict[str, Any]
 
 
@@ -35,7 +35,7 @@ class Uploads(CommitStep):
         Pass the result to `register_upload`. Raises `InvalidFileError` (a name not ending `.gguf`, not
         GGUF) and `InsufficientStorageError` (`expected_size` over the free space, or the disk filled up).
         """
-        name = files._safe_name(filename)
+        name = files.safe_name(filename)
         await asyncio.to_thread(self._require_free_space, expected_size or 0)
         staging = await self._new_staging()
         try:
@@ -53,7 +53,7 @@ class Uploads(CommitStep):
         except BaseException:
             await self._discard(staging)
             raise
-        incoming = _Incoming(staging.path, name, digest, staging.size_bytes, staging=staging)
+        incoming = Incoming(staging.path, name, digest, staging.size_bytes, staging=staging)
         return StagedUpload(incoming, summarize_metadata(header, name))
 
     async def register_upload(self, staged: StagedUpload, display_name: str | None = None) -> tuple[LocalModel, bool]:
@@ -62,12 +62,12 @@ class Uploads(CommitStep):
         The staging file is used up either way. `display_name` is trimmed to 200 characters.
         """
         try:
-            new_model = _NewModel(files._display_name(display_name, staged.incoming.name), staged.metadata)
+            new_model = NewModel(files.choose_display_name(display_name, staged.incoming.name), staged.metadata)
             record, created = await self._register([staged.incoming], new_model)
         except BaseException:
             await self._discard(staged.incoming.staging)
             raise
-        return _to_api(record), created
+        return to_api(record), created
 
     async def import_upload(
         self, chunks: AsyncIterator[bytes], filename: str, display_name: str | None = None
