@@ -1,12 +1,341 @@
-"""Placeholder: the download manager is being written."""
+"""The download queue: the one place that accepts, schedules, cancels and reports downloads.
+
+Jobs live in the SQLite catalogue (the `downloads` table) and, for speed, in memory. At most
+`MAX_CONCURRENT_DOWNLOADS` transfer at once; the rest wait as `pending`, in request order. On start,
+jobs that a crash or restart interrupted are queued again and continue from their partial files.
+The pieces: `downloads/runner.py` runs one job, `downloads/transfer.py` moves the bytes,
+`downloads/partial.py` keeps them resumable, `downloads/events.py` feeds the SSE streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from model_manager.core.catalogue import Catalogue, DownloadRecord, utc_now
+from model_manager.core.config import Settings
+from model_manager.core.errors import (
+    DownloadFinishedError,
+    DownloadNotFoundError,
+    InsufficientStorageError,
+    InvalidFileError,
+)
+from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadState, DownloadStatus
+from model_manager.core.services.downloads import disk
+from model_manager.core.services.downloads.events import StatusBroadcaster, Subscription
+from model_manager.core.services.downloads.filenames import check_repo_filename
+from model_manager.core.services.downloads.http import download_client
+from model_manager.core.services.downloads.job import DownloadJob
+from model_manager.core.services.downloads.partial import download_folder, remove_download_folder
+from model_manager.core.services.downloads.runner import JobRunner
+
+logger = logging.getLogger("model_manager.downloads")
+
+PROGRESS_INTERVAL_SECONDS = 0.5  # live states of a transferring job, at least twice a second
+SAVE_INTERVAL_SECONDS = 5.0  # how often the byte count of a running job is written to the catalogue
+RECENT_FINISHED_IN_SNAPSHOT = 50  # finished downloads a new SSE subscriber is told about
 
 
 class DownloadManager:
-    def __init__(self, settings, catalogue, hub, storage) -> None:
+    """Accepts download requests, runs them in order within the concurrency limit, reports their states.
+
+    Create one per process, `await start()` before use and `await stop()` at shutdown. `stop` halts
+    transfers with their progress saved; the jobs continue on the next `start`.
+    """
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, hub: Any, storage: Any) -> None:
         self.settings = settings
+        self._catalogue = catalogue
+        self._hub = hub
+        self._storage = storage
+        self._jobs: dict[str, DownloadJob] = {}  # every download known, in request order
+        self._queue: deque[str] = deque()  # pending ids, first to start on the left
+        self._running: set[str] = set()
+        self._events = StatusBroadcaster()
+        self._accepting = asyncio.Lock()  # one request at a time between the duplicate check and the insert
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download-catalogue")  # ordered saves
+        self._client: httpx.AsyncClient | None = None
+        self._runner: JobRunner | None = None
+        self._ticker: asyncio.Task | None = None
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        return None
+        """Load the queue from the catalogue and resume the downloads a stop or crash interrupted."""
+        if self._started:
+            return
+        self._client = download_client(
+            self.settings.max_concurrent_downloads * (self.settings.download_connections + 1)
+        )
+        self._runner = JobRunner(self.settings, self._client, self._hub, self._storage, self._catalogue, self._changed)
+        for record in await asyncio.to_thread(self._catalogue.list_downloads):
+            job = DownloadJob(record)
+            self._jobs[record.download_id] = job
+            if job.is_active:
+                record.status = DownloadState.pending.value
+                self._queue.append(record.download_id)
+        self._started = True
+        if self._queue:
+            logger.info("resuming %d interrupted or pending download(s)", len(self._queue))
+        self._ticker = asyncio.create_task(self._report_progress(), name="download-progress")
+        self._start_waiting_jobs()
 
     async def stop(self) -> None:
+        """Halt every transfer, save where each one stands, and close the HTTP client."""
+        if not self._started:
+            return
+        self._started = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+        running = [self._jobs[download_id] for download_id in self._running]
+        for job in running:
+            job.stop_reason = "shutdown"
+            if job.task is not None:
+                job.task.cancel()
+        await asyncio.gather(*(job.task for job in running if job.task is not None), return_exceptions=True)
+        for job in running:
+            job.refresh_bytes()
+            await self._save(job)
+        if self._client is not None:
+            await self._client.aclose()
+        self._writer.shutdown(wait=True)
+
+    # ------------------------------------------------------------ requests
+
+    async def enqueue(self, request: DownloadRequest) -> DownloadAccepted:
+        """Queue a download of one file, or of every file of a quantization variant.
+
+        The same files already pending or downloading give back the existing id. Raises InvalidFileError
+        (a file name that could leave the storage folders, or not GGUF), the Hub's NotFoundError,
+        GatedRepoError, RateLimitedError or HubUnavailableError, and InsufficientStorageError.
+        """
+        if (request.filename is None) == (request.quantization is None):
+            raise InvalidFileError("give either 'filename' (one file) or 'quantization' (a whole variant), not both")
+        if request.filename is not None:
+            check_repo_filename(request.filename)
+            existing = self._find_active(request.repo_id, request.revision, [request.filename])
+            if existing is not None:
+                return _accepted_again(existing)
+            remote_files = [await self._hub.resolve_file(request.repo_id, request.filename, request.revision)]
+        else:
+            remote_files = await self._hub.resolve_variant(request.repo_id, request.quantization, request.revision)
+        for remote in remote_files:
+            check_repo_filename(remote.filename)
+        filenames = [remote.filename for remote in remote_files]
+
+        async with self._accepting:
+            existing = self._find_active(request.repo_id, request.revision, filenames)
+            if existing is not None:
+                return _accepted_again(existing)
+            download_id = str(uuid.uuid4())
+            resumed = await self._take_over_failed_partials(request, filenames, download_id)
+            sizes = [remote.size for remote in remote_files]
+            total = None if None in sizes else sum(sizes)
+            await asyncio.to_thread(self._check_free_space, total, download_id)
+            record = DownloadRecord(
+                download_id=download_id,
+                repo_id=request.repo_id,
+                revision=request.revision,
+                filename=filenames[0],
+                quantization=request.quantization,
+                status=DownloadState.pending.value,
+                created_at=utc_now(),
+                files=[
+                    {
+                        "filename": remote.filename,
+                        "url": remote.url,
+                        "size": remote.size,
+                        "sha256": remote.sha256,
+                        "etag": remote.etag,
+                        "commit": remote.commit,
+                    }
+                    for remote in remote_files
+                ],
+                total_bytes=total,
+            )
+            await asyncio.to_thread(self._catalogue.insert_download, record)
+            job = DownloadJob(record)
+            self._jobs[download_id] = job
+            self._queue.append(download_id)
+        self._publish(job)
+        self._start_waiting_jobs()
+        position = len(self._queue)
+        if download_id in self._running:
+            message = "Download started"
+        else:
+            message = f"Download queued ({position} waiting)"
+        if resumed:
+            message += "; it continues from the bytes an earlier failed attempt saved"
+        return DownloadAccepted(download_id=download_id, message=message)
+
+    async def cancel(self, download_id: str) -> None:
+        """Stop a download and delete its partial files. Raises DownloadNotFoundError, DownloadFinishedError."""
+        job = self._require(download_id)
+        if job.state is DownloadState.completed:
+            raise DownloadFinishedError(
+                f"download {download_id} has already completed; delete the model instead",
+                details={"download_id": download_id, "model_id": job.record.model_id},
+            )
+        if job.state is DownloadState.cancelled:
+            return
+        if job.task is not None and not job.task.done():
+            job.stop_reason = "cancel"
+            job.task.cancel()
+            await asyncio.gather(job.task, return_exceptions=True)
+        if download_id in self._queue:
+            self._queue.remove(download_id)
+        job.refresh_bytes()
+        job.track(None, 0)
+        await asyncio.to_thread(remove_download_folder, self.settings.downloads_dir, download_id)
+        job.record.status = DownloadState.cancelled.value
+        job.record.completed_at = utc_now()
+        job.record.error_message = None
+        await self._changed(job)
+
+    def list(self) -> list[DownloadStatus]:
+        """Every download known, in request order."""
+        return [job.status() for job in self._jobs.values()]
+
+    def get(self, download_id: str) -> DownloadStatus:
+        """The state of one download. Raises DownloadNotFoundError."""
+        return self._require(download_id).status()
+
+    def subscribe(self, download_id: str | None = None) -> Subscription:
+        """Live states: first one per known download (recent finished ones too), then every change.
+
+        With `download_id`, only that download's (raises DownloadNotFoundError when unknown).
+        """
+        if download_id is not None:
+            snapshot = [self._require(download_id).status()]
+        else:
+            jobs = list(self._jobs.values())
+            finished = [job for job in jobs if not job.is_active][-RECENT_FINISHED_IN_SNAPSHOT:]
+            shown = {id(job) for job in finished}
+            snapshot = [job.status() for job in jobs if job.is_active or id(job) in shown]
+        return self._events.subscribe(snapshot, download_id)
+
+    def active_ids(self) -> set[str]:
+        """Ids of the downloads pending, transferring or verifying (they own their partial folders)."""
+        return {download_id for download_id, job in self._jobs.items() if job.is_active}
+
+    # ------------------------------------------------------------ scheduling
+
+    def _start_waiting_jobs(self) -> None:
+        while self._started and self._queue and len(self._running) < self.settings.max_concurrent_downloads:
+            job = self._jobs[self._queue.popleft()]
+            self._running.add(job.download_id)
+            job.stop_reason = None
+            job.task = asyncio.create_task(self._run(job), name=f"download-{job.download_id}")
+
+    async def _run(self, job: DownloadJob) -> None:
+        try:
+            await self._runner.run(job)
+        except asyncio.CancelledError:
+            pass  # cancel() or stop() decides what happens to the job
+        finally:
+            job.task = None
+            self._running.discard(job.download_id)
+            self._start_waiting_jobs()
+
+    async def _report_progress(self) -> None:
+        """Publish each transferring job's progress and speed regularly; save its byte count now and then."""
+        loop = asyncio.get_running_loop()
+        last_save = loop.time()
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            save = loop.time() - last_save >= SAVE_INTERVAL_SECONDS
+            for download_id in list(self._running):
+                job = self._jobs[download_id]
+                if job.state is not DownloadState.downloading:
+                    continue
+                job.speed.sample(job.bytes_downloaded)
+                self._publish(job)
+                if save:
+                    job.refresh_bytes()
+                    await self._save(job)
+            if save:
+                last_save = loop.time()
+
+    # ------------------------------------------------------------ helpers
+
+    async def _changed(self, job: DownloadJob) -> None:
+        """Save and publish a state change."""
+        await self._save(job)
+        self._publish(job)
+
+    async def _save(self, job: DownloadJob) -> None:
+        record = job.record_copy()
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._catalogue.save_download, record)
+
+    def _publish(self, job: DownloadJob) -> None:
+        self._events.publish(job.status())
+
+    def _require(self, download_id: str) -> DownloadJob:
+        job = self._jobs.get(download_id)
+        if job is None:
+            raise DownloadNotFoundError(f"no download with id {download_id!r}", details={"download_id": download_id})
+        return job
+
+    def _find_active(self, repo_id: str, revision: str, filenames: list[str]) -> DownloadJob | None:
+        for job in self._jobs.values():
+            if job.is_active and job.same_files(repo_id, revision, filenames):
+                return job
         return None
+
+    async def _take_over_failed_partials(self, request: DownloadRequest, filenames: list[str], new_id: str) -> bool:
+        """Give the new job the partial files of the latest failed attempt at the same files, if any."""
+        for job in reversed(self._jobs.values()):
+            if job.state is DownloadState.failed and job.same_files(request.repo_id, request.revision, filenames):
+                source = download_folder(self.settings.downloads_dir, job.download_id)
+                target = download_folder(self.settings.downloads_dir, new_id)
+                try:
+                    await asyncio.to_thread(os.rename, source, target)
+                except FileNotFoundError:
+                    return False
+                job.record.bytes_downloaded = 0
+                await self._save(job)
+                return True
+        return False
+
+    def _check_free_space(self, total: int | None, download_id: str) -> None:
+        """Raise InsufficientStorageError unless the disk holds this download and the others still running."""
+        if total is None:
+            return
+        folder = download_folder(self.settings.downloads_dir, download_id)
+        already = sum(entry.stat().st_size for entry in folder.glob("*.part")) if folder.is_dir() else 0
+        needed = total - already
+        for job in self._jobs.values():
+            if job.is_active and job.record.total_bytes:
+                needed += max(0, job.record.total_bytes - job.bytes_downloaded)
+        _require_free_space(self.settings.downloads_dir, needed, "the download (with those already running)")
+        if not disk.same_filesystem(self.settings.downloads_dir, self.settings.models_dir):
+            _require_free_space(self.settings.models_dir, total, "the model")
+
+
+def _require_free_space(folder: Path, needed: int, what: str) -> None:
+    free = disk.free_bytes(folder)
+    if free < needed:
+        raise InsufficientStorageError(
+            f"not enough free disk space: {what} needs {_gb(needed)} but {folder} has {_gb(free)} free; "
+            "free some space and try again",
+            details={"required_bytes": needed, "free_bytes": free},
+        )
+
+
+def _accepted_again(job: DownloadJob) -> DownloadAccepted:
+    return DownloadAccepted(
+        download_id=job.download_id, message=f"Already {job.record.status}: the existing download continues"
+    )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.2f} GB"

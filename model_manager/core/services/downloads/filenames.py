@@ -1,0 +1,47 @@
+"""Which repo file names a download may ask for, and the name a downloaded file gets in the library."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from model_manager.core.errors import InvalidFileError
+from model_manager.core.gguf_format import is_gguf_filename
+
+
+def check_repo_filename(filename: str) -> str:
+    """Return `filename` when it is a plain relative path to a `.gguf` file in a repo.
+
+    Raises InvalidFileError for an absolute path, a `..` or `.` segment, a backslash, a NUL or other
+    control character, an empty segment, or a file that is not GGUF: such a name could otherwise
+    leave the storage folders, or would never become a model in the library.
+    """
+    problem = _problem(filename)
+    if problem:
+        raise InvalidFileError(
+            f"invalid filename {filename!r}: {problem}; give the file's path inside the repo, "
+            "for example 'model-Q4_K_M.gguf' or 'Q4_K_M/model-Q4_K_M-00001-of-00002.gguf'",
+            details={"filename": filename},
+        )
+    return filename
+
+
+def _problem(filename: str) -> str | None:
+    if any(ord(char) < 32 or ord(char) == 127 for char in filename):
+        return "it contains a control character"
+    if "\\" in filename:
+        return "it contains a backslash"
+    if filename.startswith("/"):
+        return "it is an absolute path"
+    segments = filename.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return "it contains an empty, '.' or '..' path segment"
+    if ":" in segments[0]:
+        return "it looks like a drive or URL"
+    if not is_gguf_filename(filename):
+        return "only .gguf files can be downloaded into the library"
+    return None
+
+
+def library_name(filename: str) -> str:
+    """The name a repo file gets in MODELS_DIR: its base name (the repo's folders are dropped)."""
+    return PurePosixPath(filename).name

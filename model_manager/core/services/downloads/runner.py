@@ -1,0 +1,182 @@
+"""Carries one download job from its first byte to a model in the library, or to a failure that says why."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from model_manager.core.catalogue import Catalogue, utc_now
+from model_manager.core.config import Settings
+from model_manager.core.errors import InsufficientStorageError, ModelManagerError
+from model_manager.core.models import DownloadState
+from model_manager.core.services.downloads.disk import is_disk_full
+from model_manager.core.services.downloads.filenames import library_name
+from model_manager.core.services.downloads.job import DownloadJob
+from model_manager.core.services.downloads.partial import PartialFile, download_folder, remove_download_folder
+from model_manager.core.services.downloads.transfer import (
+    FileSource,
+    FileTransfer,
+    TransferError,
+    TransferOptions,
+    UpstreamChangedError,
+)
+
+logger = logging.getLogger("model_manager.downloads")
+
+
+class VerificationError(Exception):
+    """The bytes fetched do not hash to the SHA-256 the Hub published."""
+
+
+class JobRunner:
+    """Runs jobs: fetches each file, checks its SHA-256, hands the files to the library.
+
+    `on_change(job)` is awaited after every state change (the manager saves and publishes it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        hub: Any,
+        storage: Any,
+        catalogue: Catalogue,
+        on_change: Callable[[DownloadJob], Awaitable[None]],
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._hub = hub
+        self._storage = storage
+        self._catalogue = catalogue
+        self._on_change = on_change
+        self._options = TransferOptions.from_settings(settings)
+
+    async def run(self, job: DownloadJob) -> None:
+        """Take `job` to completed or failed. Cancellation propagates (the caller decides what it means)."""
+        try:
+            if await self._complete_from_library(job):
+                return
+            await self._transition(job, DownloadState.downloading)
+            paths, digests = await self._fetch_files(job)
+            await self._transition(job, DownloadState.verifying)
+            self._verify(job, digests)
+            model = await self._storage.adopt_download(
+                paths,
+                [library_name(name) for name in job.filenames],
+                digests,
+                repo_id=job.record.repo_id,
+            )
+            await self._remove_partials(job)
+            job.record.model_id = model.model_id
+            job.record.local_file_path = model.file_path
+            job.record.sha256 = model.file_hash
+            await self._transition(job, DownloadState.completed)
+        except asyncio.CancelledError:
+            raise
+        except VerificationError as exc:
+            await self._fail(job, str(exc), keep_partial=False)
+        except UpstreamChangedError as exc:
+            await self._fail(job, f"download failed: {exc}", keep_partial=False)
+        except TransferError as exc:
+            await self._fail(
+                job, f"download failed: {exc}. Request it again to continue from the bytes already saved", keep_partial=True
+            )
+        except OSError as exc:
+            if is_disk_full(exc):
+                message = (
+                    f"the disk holding {self._settings.downloads_dir} is full; free some space and request "
+                    "the download again: it continues from the bytes already saved"
+                )
+            else:
+                logger.warning("download %s: file error", job.download_id, exc_info=True)
+                message = f"could not write the download: {exc}"
+            await self._fail(job, message, keep_partial=True)
+        except ModelManagerError as exc:  # from the library: not a GGUF file, no room in MODELS_DIR...
+            await self._fail(job, exc.message, keep_partial=isinstance(exc, InsufficientStorageError))
+        except Exception as exc:
+            logger.exception("download %s failed", job.download_id)
+            await self._fail(job, f"internal error ({type(exc).__name__}: {exc}); see the service log", keep_partial=True)
+
+    # ------------------------------------------------------------ steps
+
+    async def _complete_from_library(self, job: DownloadJob) -> bool:
+        """Finish at once when the library already holds the model (a repeated request, or a crash after the move)."""
+        first_sha256 = job.record.files[0].get("sha256") if job.record.files else None
+        if not first_sha256:
+            return False
+        existing = await asyncio.to_thread(self._catalogue.find_model_by_hash, first_sha256)
+        if existing is None or existing.state != "ready" or not Path(existing.file_path).is_file():
+            return False
+        await self._remove_partials(job)
+        job.record.started_at = job.record.started_at or utc_now()
+        job.record.model_id = existing.model_id
+        job.record.local_file_path = existing.file_path
+        job.record.sha256 = existing.file_hash
+        job.record.bytes_downloaded = job.record.total_bytes or existing.file_size_bytes
+        await self._transition(job, DownloadState.completed)
+        return True
+
+    async def _fetch_files(self, job: DownloadJob) -> tuple[list[Path], list[str]]:
+        folder = download_folder(self._settings.downloads_dir, job.download_id)
+        paths: list[Path] = []
+        digests: list[str] = []
+        done = 0
+        for index, info in enumerate(job.record.files):
+            partial = await asyncio.to_thread(
+                PartialFile.open, folder, index, size=info.get("size"), sha256=info.get("sha256")
+            )
+            try:
+                source = FileSource(url=info["url"], hub_headers=self._hub.hub_auth_headers(), size=info.get("size"))
+                transfer = FileTransfer(self._client, source, partial, self._options)
+                job.track(transfer, done)
+                digest = await transfer.run()
+            finally:
+                partial.close()
+            if info.get("size") is None:  # learnt from the server
+                info["size"] = partial.size
+            done += partial.size or 0
+            job.track(None, 0)
+            job.record.bytes_downloaded = done
+            paths.append(partial.data_path)
+            digests.append(digest)
+        job.record.total_bytes = done
+        return paths, digests
+
+    @staticmethod
+    def _verify(job: DownloadJob, digests: list[str]) -> None:
+        for info, digest in zip(job.record.files, digests):
+            expected = info.get("sha256")
+            if expected and digest != expected:
+                raise VerificationError(
+                    f"SHA-256 mismatch for {info['filename']}: the Hub publishes {expected} but the downloaded "
+                    f"bytes hash to {digest}; the file was discarded. Request the download again"
+                )
+
+    async def _transition(self, job: DownloadJob, state: DownloadState) -> None:
+        record = job.record
+        record.status = state.value
+        if state is DownloadState.downloading:
+            record.started_at = record.started_at or utc_now()
+            record.error_message = None
+            job.speed.reset()
+        if state.is_terminal:
+            record.completed_at = utc_now()
+            job.track(None, 0)
+        await self._on_change(job)
+
+    async def _fail(self, job: DownloadJob, message: str, *, keep_partial: bool) -> None:
+        logger.warning("download %s failed: %s", job.download_id, message)
+        job.refresh_bytes()
+        if not keep_partial:
+            await self._remove_partials(job)
+            job.record.bytes_downloaded = 0
+        job.record.error_message = message or "download failed"
+        await self._transition(job, DownloadState.failed)
+
+    async def _remove_partials(self, job: DownloadJob) -> None:
+        await asyncio.to_thread(remove_download_folder, self._settings.downloads_dir, job.download_id)
