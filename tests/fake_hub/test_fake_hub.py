@@ -20,7 +20,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from tests.fake_hub.fixtures import fake_hub, hub_env  # noqa: F401 - fixtures
 from tests.fake_hub.server import FakeHub, FakeRepo
 
 TOKEN = "hf_valid_token"
