@@ -103,7 +103,7 @@ class BenchService(ServiceProcess):
                 status = client.get(f"/local/downloads/{download_id}").json()
                 if status["status"] in ("completed", "failed", "cancelled"):
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
             elapsed = time.perf_counter() - started
             if status["status"] != "completed":
                 raise RuntimeError(f"download {status['status']}: {status['error_message']}")

@@ -7,7 +7,6 @@ import json
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -45,7 +44,9 @@ def server_for(hub_env, tmp_path):
         server.stop()
 
 
-def read_stream(server: LiveServer, query: str = "", *, until=None, timeout: float = 30) -> tuple[list[str], list[float]]:
+def read_stream(
+    server: LiveServer, query: str = "", *, until=None, timeout: float = 30
+) -> tuple[list[str], list[float]]:
     """Lines of `GET /local/download/status` with their arrival times, until the stream ends or `until(lines)`."""
     lines, times = [], []
     with server.client() as client:
@@ -151,7 +152,8 @@ def test_twenty_clients_get_the_end_even_with_one_that_never_reads(server_for, h
 
 
 def test_cancel_removes_the_partial_and_a_finished_download_cannot_be_cancelled(server_for, hub_env, tmp_path):
-    add_model_repo(hub_env, {FILE: gguf_bytes(tmp_path, 1_000_000), "small.gguf": gguf_bytes(tmp_path, 10_000, "s.gguf")})
+    files = {FILE: gguf_bytes(tmp_path, 1_000_000), "small.gguf": gguf_bytes(tmp_path, 10_000, "s.gguf")}
+    add_model_repo(hub_env, files)
     hub_env.throttle_bytes_per_second = 200_000
     server = server_for()
     download_id = start_download(server)
@@ -166,7 +168,7 @@ def test_cancel_removes_the_partial_and_a_finished_download_cannot_be_cancelled(
         assert client.get("/local/models").json() == []
 
         hub_env.throttle_bytes_per_second = None
-        finished = client.post("/local/download", json={"repo_id": REPO, "filename": "small.gguf"}).json()["download_id"]
+        finished = start_download(server, filename="small.gguf")
         wait_until_sync(lambda: client.get(f"/local/downloads/{finished}").json()["status"] == "completed")
         refused = client.delete(f"/local/download/{finished}")
         assert refused.status_code == 409 and refused.json()["error_code"] == "DOWNLOAD_FINISHED"

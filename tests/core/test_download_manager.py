@@ -200,7 +200,8 @@ async def test_large_files_come_over_parallel_ranges_from_one_redirect(hub_env, 
     add_model_repo(hub_env, {FILE: data})
     hub_env.throttle_bytes_per_second = 2_000_000
     settings = download_settings(
-        tmp_path, hub_env, DOWNLOAD_CONNECTIONS=4, DOWNLOAD_PARALLEL_THRESHOLD_BYTES=2_000_000, HF_TOKEN="hf_valid_token"
+        tmp_path, hub_env, HF_TOKEN="hf_valid_token",
+        DOWNLOAD_CONNECTIONS=4, DOWNLOAD_PARALLEL_THRESHOLD_BYTES=2_000_000,
     )
     async with running_manager(settings) as (manager, _, _):
         status = await wait_finished(manager, await enqueue(manager))

@@ -86,11 +86,15 @@ def test_connections_double_while_they_pay_off_and_fall_back_when_they_do_not():
     for connections, expected in ((1, 2), (2, 4), (4, 8), (8, 8)):
         now, received = now + 1, received + connections * 10 * MIB  # each connection capped at 10 MiB/s
         assert scheduler.observe(now, received) == expected
-    cpu_bound = PartScheduler([Part(0, 100 * MIB)], max_connections=8, min_part_bytes=MIB)
+    parts = [Part(offset, 100 * MIB) for offset in range(0, 1000 * MIB, 100 * MIB)]
+    cpu_bound = PartScheduler(parts, max_connections=8, min_part_bytes=MIB)
     cpu_bound.observe(0.0, 0)
     assert cpu_bound.observe(1.0, 300 * MIB) == 2
     assert cpu_bound.observe(2.0, 590 * MIB) == 1  # two were no faster than one
     assert cpu_bound.observe(3.0, 890 * MIB) == 1
+    parts[0].busy, parts[0].completed = True, 100 * MIB
+    rest = cpu_bound.next_part()
+    assert (rest.offset, rest.end, len(parts)) == (100 * MIB, 1000 * MIB, 2), "one request for the rest"
 
 
 def test_saved_parts_come_back_and_a_different_file_starts_over(tmp_path):

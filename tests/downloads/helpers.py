@@ -47,7 +47,9 @@ def download_settings(tmp_path: Path, hub: FakeHub, **overrides) -> Settings:
     return make_settings(tmp_path, incoming, **values)
 
 
-def serve_model(hub: FakeHub, tmp_path: Path, size: int, throttle: int | None = None, **overrides) -> tuple[bytes, Settings]:
+def serve_model(
+    hub: FakeHub, tmp_path: Path, size: int, throttle: int | None = None, **overrides
+) -> tuple[bytes, Settings]:
     """One GGUF file of about `size` bytes as `REPO/FILE` on `hub` (at `throttle` bytes/s), and settings for it."""
     data = gguf_bytes(tmp_path, size)
     add_model_repo(hub, {FILE: data})

@@ -26,7 +26,9 @@ async def request_download(request: DownloadRequest, downloads: DownloadsDep) ->
 @router.get("/download/status", response_class=EventSourceResponse)
 async def download_events(
     downloads: DownloadsDep,
-    download_id: Annotated[str | None, Query(description="Only this download; the stream ends after its last state")] = None,
+    download_id: Annotated[
+        str | None, Query(description="Only this download; the stream ends after its last state")
+    ] = None,
 ) -> EventSourceResponse:
     if download_id is not None:
         downloads.get(download_id)  # 404 DOWNLOAD_NOT_FOUND before the stream starts

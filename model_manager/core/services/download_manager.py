@@ -61,7 +61,7 @@ class DownloadManager:
         self._running: set[str] = set()
         self._events = StatusBroadcaster()
         self._accepting = asyncio.Lock()  # one request at a time between the duplicate check and the insert
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download-catalogue")  # ordered saves
+        self._writer: ThreadPoolExecutor | None = None  # one thread: saves reach the catalogue in order
         self._client: httpx.AsyncClient | None = None
         self._runner: JobRunner | None = None
         self._ticker: asyncio.Task | None = None
@@ -73,6 +73,7 @@ class DownloadManager:
         """Load the queue from the catalogue and resume the downloads a stop or crash interrupted."""
         if self._started:
             return
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download-catalogue")
         self._client = download_client(
             self.settings.max_concurrent_downloads * (self.settings.download_connections + 1)
         )
@@ -98,7 +99,6 @@ class DownloadManager:
             self._ticker.cancel()
         running = [self._jobs[download_id] for download_id in self._running]
         for job in running:
-            job.stop_reason = "shutdown"
             if job.task is not None:
                 job.task.cancel()
         await asyncio.gather(*(job.task for job in running if job.task is not None), return_exceptions=True)
@@ -107,7 +107,7 @@ class DownloadManager:
             await self._save(job)
         if self._client is not None:
             await self._client.aclose()
-        self._writer.shutdown(wait=True)
+        await asyncio.to_thread(self._writer.shutdown, True)
 
     # ------------------------------------------------------------ requests
 
@@ -188,7 +188,6 @@ class DownloadManager:
         if job.state is DownloadState.cancelled:
             return
         if job.task is not None and not job.task.done():
-            job.stop_reason = "cancel"
             job.task.cancel()
             await asyncio.gather(job.task, return_exceptions=True)
         if download_id in self._queue:
@@ -233,7 +232,6 @@ class DownloadManager:
         while self._started and self._queue and len(self._running) < self.settings.max_concurrent_downloads:
             job = self._jobs[self._queue.popleft()]
             self._running.add(job.download_id)
-            job.stop_reason = None
             job.task = asyncio.create_task(self._run(job), name=f"download-{job.download_id}")
 
     async def _run(self, job: DownloadJob) -> None:
@@ -261,7 +259,10 @@ class DownloadManager:
                 self._publish(job)
                 if save:
                     job.refresh_bytes()
-                    await self._save(job)
+                    try:
+                        await self._save(job)
+                    except Exception:  # a busy or failing catalogue must not stop the progress reports
+                        logger.warning("could not save the progress of download %s", download_id, exc_info=True)
             if save:
                 last_save = loop.time()
 

@@ -51,7 +51,6 @@ class DownloadJob:
 
     record: DownloadRecord
     task: asyncio.Task | None = None
-    stop_reason: str | None = None  # "cancel" (by the user) or "shutdown" (the service stops)
     speed: SpeedMeter = field(default_factory=SpeedMeter)
     _current: Progress | None = None
     _bytes_before_current: int = 0

@@ -83,9 +83,8 @@ class JobRunner:
         except UpstreamChangedError as exc:
             await self._fail(job, f"download failed: {exc}", keep_partial=False)
         except TransferError as exc:
-            await self._fail(
-                job, f"download failed: {exc}. Request it again to continue from the bytes already saved", keep_partial=True
-            )
+            message = f"download failed: {exc}. Request it again to continue from the bytes already saved"
+            await self._fail(job, message, keep_partial=True)
         except OSError as exc:
             if is_disk_full(exc):
                 message = (
@@ -100,7 +99,8 @@ class JobRunner:
             await self._fail(job, exc.message, keep_partial=isinstance(exc, InsufficientStorageError))
         except Exception as exc:
             logger.exception("download %s failed", job.download_id)
-            await self._fail(job, f"internal error ({type(exc).__name__}: {exc}); see the service log", keep_partial=True)
+            message = f"internal error ({type(exc).__name__}: {exc}); see the service log"
+            await self._fail(job, message, keep_partial=True)
 
     # ------------------------------------------------------------ steps
 

@@ -7,7 +7,8 @@ not wait for one slow link (as `aria2c` does).
 Connections are added while they pay off, as a congestion window grows: one at first, then twice as many
 each time the last doubling raised the total speed by a quarter or more, up to the maximum. A CDN that
 caps each connection gets all of them within a second or two; a link (or a CPU) that one connection
-already fills keeps one, which is then faster than many: they would only add work.
+already fills keeps one, which is then faster than many: they would only add work. That one connection
+then asks for the rest of the file in one request instead of part by part.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class PartScheduler:
             return None
         for part in self.parts:
             if not part.busy and not part.done:
+                if self.wanted == 1 and not self._growing:
+                    self._absorb_untouched_followers(part)  # one connection: one request for the rest
                 return part
         return self._split_biggest()
 
@@ -75,6 +78,15 @@ class PartScheduler:
             self._growing = False
         self._since = (now, received)
         return self.wanted
+
+    def _absorb_untouched_followers(self, part: Part) -> None:
+        index = self.parts.index(part) + 1
+        while index < len(self.parts):
+            follower = self.parts[index]
+            if follower.busy or follower.completed or follower.offset != part.end:
+                return
+            part.size += follower.size
+            del self.parts[index]
 
     def _splittable(self) -> Part | None:
         candidates = [p for p in self.parts if p.busy and p.remaining is not None]

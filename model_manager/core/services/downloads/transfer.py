@@ -170,7 +170,9 @@ class FileTransfer:
             while True:
                 wanted = scheduler.observe(loop.time(), sum(part.received for part in parts))
                 while len(workers) < wanted and scheduler.has_unassigned_work:
-                    workers.add(asyncio.create_task(self._worker(scheduler)))
+                    # The first connection, the one that stays when more do not pay, gets large buffers.
+                    buffer_bytes = self._options.parallel_buffer_bytes if workers else self._options.buffer_bytes
+                    workers.add(asyncio.create_task(self._worker(scheduler, buffer_bytes)))
                 if not workers:
                     return
                 done, workers = await asyncio.wait(
@@ -184,8 +186,8 @@ class FileTransfer:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _worker(self, scheduler: PartScheduler) -> None:
-        writer = self._writer(self._options.parallel_buffer_bytes)
+    async def _worker(self, scheduler: PartScheduler, buffer_bytes: int) -> None:
+        writer = self._writer(buffer_bytes)
         scheduler.running += 1
         try:
             while (part := scheduler.next_part()) is not None:
