@@ -197,6 +197,8 @@ class StorageStats(BaseModel):
     storage_directory: str
     partial_downloads_bytes: int = 0
     orphaned_files: int = 0
+    # Ready models whose file (or a part) is not on disk: an unmounted drive, or a file removed by hand.
+    models_with_missing_files: int = 0
 
 
 class CleanupResult(BaseModel):

@@ -84,13 +84,16 @@ def test_cleanup_keeps_partials_of_downloads_the_manager_reports_active(client, 
 
 def test_cleanup_drops_rows_whose_files_are_gone(client, settings, library):
     gone = Path(library[0]["file_path"])
+    assert client.get("/local/storage/stats").json()["models_with_missing_files"] == 0
     gone.unlink()
     assert len(client.get("/local/models").json()) == 2  # listed until cleanup, never dropped on its own
+    assert client.get("/local/storage/stats").json()["models_with_missing_files"] == 1
     dry = client.post("/local/storage/cleanup", params={"dry_run": "true"}).json()
     assert gone.name in dry["removed_files"] and catalogue_row_count(settings) == 2
     result = client.post("/local/storage/cleanup").json()
     assert gone.name in result["removed_files"]
     assert [m["model_id"] for m in client.get("/local/models").json()] == [library[1]["model_id"]]
+    assert client.get("/local/storage/stats").json()["models_with_missing_files"] == 0
 
 
 def test_cleanup_keeps_rows_when_the_models_folder_is_empty(client, settings, import_dir):

@@ -33,7 +33,9 @@ class StatsAndCleanup(LibraryState):
     def _stats(self) -> StorageStats:
         records = self.catalogue.list_models(include_pending=True)
         ready = [record for record in records if record.state == "ready"]
-        total = sum(files.regular_size(path) or 0 for record in ready for path in record.all_paths)
+        sizes = [[files.regular_size(path) for path in record.all_paths] for record in ready]
+        total = sum(size or 0 for record_sizes in sizes for size in record_sizes)
+        missing = sum(1 for record_sizes in sizes if any(size is None for size in record_sizes))
         folder = self.models_dir
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
@@ -51,6 +53,7 @@ class StatsAndCleanup(LibraryState):
             storage_directory=str(self.models_dir),
             partial_downloads_bytes=files.tree_size(self.downloads_dir),
             orphaned_files=len(self._orphans(self._owned_paths(records))),
+            models_with_missing_files=missing,
         )
 
     @staticmethod
