@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from model_manager.app.routes import downloads as download_routes
-from model_manager.core.services.downloads import disk
+from model_manager.core.services import disk
 from tests.conftest import TEST_TOKEN, LiveServer
 from tests.downloads.helpers import (
     FILE,

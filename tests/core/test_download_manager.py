@@ -9,7 +9,7 @@ import pytest
 
 from model_manager.core.errors import GatedRepoError, InsufficientStorageError, InvalidFileError, NotFoundError
 from model_manager.core.models import DownloadRequest
-from model_manager.core.services.downloads import disk
+from model_manager.core.services import disk
 from model_manager.core.services.downloads.partial import PartialFile
 from tests.downloads.helpers import (
     FILE,

@@ -29,7 +29,7 @@ from model_manager.core.errors import (
     InvalidFileError,
 )
 from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadState, DownloadStatus
-from model_manager.core.services.downloads import disk
+from model_manager.core.services import disk
 from model_manager.core.services.downloads.events import StatusBroadcaster, Subscription
 from model_manager.core.services.downloads.filenames import check_repo_filename
 from model_manager.core.services.downloads.http import download_client

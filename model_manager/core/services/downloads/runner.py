@@ -14,7 +14,7 @@ from model_manager.core.catalogue import Catalogue, utc_now
 from model_manager.core.config import Settings
 from model_manager.core.errors import InsufficientStorageError, ModelManagerError
 from model_manager.core.models import DownloadState
-from model_manager.core.services.downloads.disk import is_disk_full
+from model_manager.core.services.disk import is_disk_full
 from model_manager.core.services.downloads.filenames import library_name
 from model_manager.core.services.downloads.job import DownloadJob
 from model_manager.core.services.downloads.partial import PartialFile, download_folder, remove_download_folder

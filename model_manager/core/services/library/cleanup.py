@@ -12,6 +12,7 @@ from pathlib import Path
 
 from model_manager.core.catalogue import ModelRecord
 from model_manager.core.models import CleanupResult, StorageStats
+from model_manager.core.services.disk import nearest_existing
 from model_manager.core.services.library import files
 from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
 
@@ -36,10 +37,7 @@ class StatsAndCleanup(LibraryState):
         sizes = [[files.regular_size(path) for path in record.all_paths] for record in ready]
         total = sum(size or 0 for record_sizes in sizes for size in record_sizes)
         missing = sum(1 for record_sizes in sizes if any(size is None for size in record_sizes))
-        folder = self.models_dir
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        disk = shutil.disk_usage(folder)
+        disk = shutil.disk_usage(nearest_existing(self.models_dir))
         return StorageStats(
             total_models=len(ready),
             total_count=len(ready),

@@ -8,7 +8,6 @@ every caller: the tests do, to check that none of them runs on the event loop.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import stat
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from model_manager.core.errors import InsufficientStorageError, InvalidFileError
 from model_manager.core.gguf_format import is_gguf_filename, parse_split_name
+from model_manager.core.services.disk import is_disk_full, same_filesystem  # noqa: F401 (callers use files.same_filesystem)
 # Reading a header blocks too: the other modules call it as files.read_gguf_header, like the helpers below.
 from model_manager.core.gguf_format import read_gguf_header  # noqa: F401
 
@@ -32,10 +32,6 @@ def is_within(path: str, folder: str) -> bool:
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
-
-
-def same_filesystem(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
 
 
 def changed_error(name: str) -> InvalidFileError:
@@ -140,7 +136,7 @@ def disk_full_is_insufficient_storage(folder: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(error):
             raise InsufficientStorageError(
                 f"the disk holding {folder} is full; free some space (POST /local/storage/cleanup, or delete models)"
             ) from error
