@@ -155,7 +155,7 @@ def test_move_on_the_same_filesystem_renames_the_file(client, settings, import_d
 def other_filesystem_dir(tmp_path):
     """A folder on another filesystem than tmp_path (tmpfs), or skip."""
     if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second filesystem")
+        pytest.skip("cross-filesystem move needs a second filesystem: /dev/shm is missing or on the same device as the temp folder")
     folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
