@@ -16,9 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-
 # Forward migrations, applied in order; index i moves the schema from version i to i + 1.
+# Add a migration by appending to this list; the schema version follows.
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE local_models (
@@ -58,6 +57,7 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX downloads_status ON downloads (status);
     """,
 ]
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def utc_now() -> datetime:
