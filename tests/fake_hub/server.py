@@ -110,6 +110,9 @@ class FakeRepo:
     library_name: str | None = None
     card_data: dict | None = None
     gated: bool | str = False  # False, "auto" or "manual" (True is read as "auto")
+    # Tokens whose account accepted a gated repo's terms; None: every valid token. A valid token not in the set
+    # gets the real Hub's 403 "GatedRepo" ("not in the authorized list") on the repo's files.
+    access_tokens: set[str] | None = None
     private: bool = False
     created_at: datetime = DEFAULT_CREATED_AT
     last_modified: datetime = DEFAULT_LAST_MODIFIED
@@ -634,6 +637,13 @@ class _Handler(BaseHTTPRequestHandler):
                 401,
                 f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to "
                 "access it. Please log in.",
+                "GatedRepo",
+            )
+        if files and repo.gated and repo.access_tokens is not None and self._token() not in repo.access_tokens:
+            raise _Reply(
+                403,
+                f"Access to model {repo_id} is restricted and you are not in the authorized list. "
+                f"Visit {self.hub.url}/{repo_id} to ask for access.",
                 "GatedRepo",
             )
         return repo

@@ -311,6 +311,18 @@ def test_gated_repo(fake_hub: FakeHub, api: HfApi, tmp_path: Path) -> None:
     assert fake_hub.requests[-1].host == "cdn" and fake_hub.requests[-1].authorization is None
 
 
+def test_gated_repo_whose_terms_the_account_did_not_accept(fake_hub: FakeHub) -> None:
+    fake_hub.valid_tokens.add("hf_other_account")
+    repo = fake_hub.add_repo(
+        FakeRepo("meta/Gated-GGUF", files={"m.gguf": blob(10, 1)}, gated="manual", access_tokens={TOKEN})
+    )
+    url = hf_hub_url(repo.repo_id, "m.gguf", endpoint=fake_hub.url)
+    assert get_hf_file_metadata(url, token=TOKEN).size == 10
+    with pytest.raises(GatedRepoError) as err:  # a valid token, but not in the authorized list: the Hub's 403
+        get_hf_file_metadata(url, token="hf_other_account")
+    assert err.value.response.status_code == 403
+
+
 def test_unknown_repo_private_repo_missing_file(fake_hub: FakeHub, api: HfApi, llama_repo: FakeRepo) -> None:
     with pytest.raises(RepositoryNotFoundError) as err:
         api.model_info("nobody/nothing")
