@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from model_manager.app.auth import TOKEN_MESSAGE, bearer_token_matches
 from model_manager.app.errors import InvalidTokenError
 from model_manager.core.catalogue import Catalogue
 from model_manager.core.config import Settings
@@ -46,10 +46,8 @@ async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Accept the request only with `Authorization: Bearer <the API token>`, compared in constant time."""
-    expected: str = _state(request).api_token
-    given = credentials.credentials if credentials else ""
-    if not credentials or not secrets.compare_digest(given.encode(), expected.encode()):
-        raise InvalidTokenError("missing or invalid API token: send 'Authorization: Bearer <token>'")
+    if not credentials or not bearer_token_matches(f"Bearer {credentials.credentials}", _state(request).api_token):
+        raise InvalidTokenError(TOKEN_MESSAGE)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from model_manager.core.errors import ModelManagerError, RateLimitedError
 
@@ -25,11 +27,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "DOWNLOAD_NOT_FOUND": 404,
     "FILE_NOT_FOUND": 404,
     "INVALID_FILE": 400,
+    "PAYLOAD_TOO_LARGE": 413,
     "PATH_NOT_ALLOWED": 403,
     "GATED_REPO": 403,
     "FILE_IN_USE": 409,
     "DOWNLOAD_FINISHED": 409,
     "INSUFFICIENT_STORAGE": 507,
+    "TOO_MANY_SUBSCRIBERS": 503,
     "RATE_LIMITED": 429,
     "SERVICE_UNAVAILABLE": 502,
     "INTERNAL_ERROR": 500,
@@ -40,6 +44,19 @@ _CODE_BY_HTTP_STATUS = {401: "INVALID_TOKEN", 404: "NOT_FOUND", 405: "METHOD_NOT
 
 class InvalidTokenError(ModelManagerError):
     error_code = "INVALID_TOKEN"
+
+
+class PayloadTooLargeError(StarletteHTTPException):
+    """A request body past `max_bytes`, met while reading it. An HTTPException, because FastAPI turns any other
+    error raised while it reads a body into a 400. The connection closes: the rest of the body is never read."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, too_large_message(max_bytes), headers={"Connection": "close"})
+        self.max_bytes = max_bytes
+
+
+def too_large_message(max_bytes: int) -> str:
+    return f"the request body is larger than {max_bytes} bytes"
 
 
 def error_response(
@@ -53,6 +70,18 @@ def error_response(
     }
     body["detail"] = dict(body)
     return JSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
+
+
+def early_refusal(
+    scope: Scope, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The envelope for a request refused before its body was read. When a body was announced, the answer
+    says `Connection: close`, so the server drops the connection instead of reading (and discarding) that body."""
+    request_headers = Headers(scope=scope)
+    announces_body = request_headers.get("content-length", "0") != "0" or "transfer-encoding" in request_headers
+    if announces_body:
+        headers = {**(headers or {}), "Connection": "close"}
+    return error_response(status, code, message, details, headers)
 
 
 async def _service_error(request: Request, exc: ModelManagerError) -> JSONResponse:
@@ -72,7 +101,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
-    return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+    details = {"max_bytes": exc.max_bytes} if isinstance(exc, PayloadTooLargeError) else None
+    return error_response(exc.status_code, code, message, details, getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

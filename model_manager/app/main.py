@@ -11,6 +11,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model_manager import __version__
+from model_manager.app.auth import TokenMiddleware
+from model_manager.app.body_limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from model_manager.app.deps import require_token
 from model_manager.app.errors import install_error_handlers
 from model_manager.app.logging import RequestIdMiddleware, configure_logging
@@ -23,6 +25,9 @@ from model_manager.core.services.huggingface_service import HuggingFaceService
 from model_manager.core.services.local_storage import LocalStorage
 
 logger = logging.getLogger("model_manager")
+
+# Bounded by free disk space instead of the JSON limit (core/services/library/uploads.py).
+UPLOAD_PATHS = ("/local/import/upload",)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,11 +54,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub_service
         app.state.downloads = download_manager
         await local_storage.reconcile()
+        # Models already in MODELS_DIR that no row owns are registered in place, without delaying the start.
+        local_storage.start_rescan()
         await download_manager.start()
         try:
             yield
         finally:
             await download_manager.stop()
+            await local_storage.stop_rescan()
             catalogue.close()
 
     app = FastAPI(
@@ -63,6 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Middleware added first runs innermost. Both checks answer before any body is read, the token first;
+    # both sit inside CORS, so preflights never need the token and refusals carry the CORS headers.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=JSON_BODY_LIMIT, unlimited_paths=UPLOAD_PATHS)
+    public = {"/health", "/", app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+    app.add_middleware(TokenMiddleware, public_paths=public - {None}, public_prefixes=("/static/",))
     origins = settings.cors_origins
     app.add_middleware(
         CORSMiddleware,
@@ -75,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
 
+    # The middleware already refused requests without the token; the dependency declares the scheme in
+    # the OpenAPI document and checks once more.
     protected = [Depends(require_token)]
     app.include_router(health.router)
     app.include_router(hub.router, dependencies=protected)

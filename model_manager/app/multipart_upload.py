@@ -13,7 +13,20 @@ from starlette.requests import ClientDisconnect
 from model_manager.core.errors import InvalidFileError
 
 FILE_FIELD = "file"
-MAX_FIELD_BYTES = 64 * 1024  # for the small form fields beside the file, such as display_name
+# The text fields the form takes beside the file, each with its longest value in characters.
+TEXT_FIELDS = {"display_name": 200}
+MAX_FIELD_BYTES = 4 * max(TEXT_FIELDS.values())  # 4 bytes per character at most in UTF-8
+
+# The form as the OpenAPI document shows it, from the same constants the parser enforces.
+UPLOAD_FORM_SCHEMA = {
+    "type": "object",
+    "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "The .gguf file"},
+        "display_name": {"type": "string", "maxLength": TEXT_FIELDS["display_name"], "description": "Name in the library"},
+    },
+    "additionalProperties": False,
+}
 
 
 def form_error(message: str, field: str = FILE_FIELD) -> RequestValidationError:
@@ -25,7 +38,9 @@ class MultipartUpload:
     (never held whole), the small fields around it are kept in `fields`.
 
     Raises `InvalidFileError` when the body is cut off (client gone, or no closing boundary) or is
-    not valid multipart, and `RequestValidationError` for a missing or second `file` field.
+    not valid multipart (python-multipart bounds each part's headers), and `RequestValidationError` for a
+    missing or second `file` part, an unknown field, a text field sent twice, sent as a file, or too long.
+    Each field may come once, so the number of parts is bounded too.
     """
 
     def __init__(self, request: Request) -> None:
@@ -106,7 +121,14 @@ class MultipartUpload:
             if self.filename is not None:
                 raise form_error("send one file per request")
             self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
-        self._part = name or None
+        elif name not in TEXT_FIELDS:
+            known = ", ".join(repr(field) for field in (FILE_FIELD, *TEXT_FIELDS))
+            raise form_error(f"unknown field {name!r}: the form takes {known}", name)
+        elif name in self.fields:
+            raise form_error(f"send the field {name!r} once", name)
+        elif b"filename" in options:
+            raise form_error(f"the field {name!r} is text, not a file", name)
+        self._part = name
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == FILE_FIELD:
@@ -114,12 +136,18 @@ class MultipartUpload:
         elif self._part is not None:
             self._value.extend(data[start:end])
             if len(self._value) > MAX_FIELD_BYTES:
-                raise form_error(f"the field is longer than {MAX_FIELD_BYTES} bytes", self._part)
+                self._refuse_long_field()
 
     def _on_part_end(self) -> None:
         if self._part not in (None, FILE_FIELD):
-            self.fields[self._part] = self._value.decode("utf-8", "replace")
+            value = self._value.decode("utf-8", "replace")
+            if len(value) > TEXT_FIELDS[self._part]:
+                self._refuse_long_field()
+            self.fields[self._part] = value
         self._part = None
+
+    def _refuse_long_field(self) -> None:
+        raise form_error(f"the field {self._part!r} has at most {TEXT_FIELDS[self._part]} characters", self._part)
 
     def _on_end(self) -> None:
         self._ended = True

@@ -106,3 +106,25 @@ def test_token_is_generated_once_and_saved_private(tmp_path, import_dir):
     assert created and len(token) > 30
     assert settings.token_file.stat().st_mode & 0o777 == 0o600
     assert ensure_api_token(settings) == (token, False)
+
+
+@pytest.mark.parametrize("path", sorted(PUBLIC_PATHS - {"/docs/oauth2-redirect"}))
+def test_public_paths_answer_without_the_token(settings, path):
+    with TestClient(create_app(settings)) as client:
+        assert client.get(path).status_code == 200, path
+
+
+def test_unknown_paths_are_protected_too(settings):
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/no/such/thing")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_openapi_document_declares_the_bearer_scheme_on_protected_routes(settings):
+    app = create_app(settings)
+    document = app.openapi()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert ("security" in operation) == (path not in PUBLIC_PATHS), (method, path)
