@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from tests.cli.fixtures import settings, tiny_hub  # noqa: F401 - fixtures
 from tests.fake_hub.fixtures import fake_hub, hub_env  # noqa: F401 - fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # the pictures README.md and docs/ show
+LATEST = ARTIFACTS / "latest"  # every run's pictures; ignored by git (.gitignore)
 _CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -52,12 +55,18 @@ def page(browser, live_server) -> Iterator:
 
 @pytest.fixture
 def screenshot(page) -> Iterator:
-    """`screenshot("search")` saves the page as tests/artifacts/search.png."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    """`screenshot("search")` saves the page as tests/artifacts/latest/search.png, which git ignores.
+
+    With UPDATE_SCREENSHOTS=1 it also replaces tests/artifacts/search.png, the picture the README shows:
+    the committed pictures change only when someone asks for it.
+    """
+    LATEST.mkdir(parents=True, exist_ok=True)
 
     def save(name: str) -> Path:
-        path = ARTIFACTS / f"{name}.png"
+        path = LATEST / f"{name}.png"
         page.screenshot(path=str(path))
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(path, ARTIFACTS / f"{name}.png")
         return path
 
     yield save

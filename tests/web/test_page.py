@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from tests.cli.fixtures import BASE_REPO, GGUF_REPO, Q4_FILE, Q8_FILE
 from tests.conftest import TEST_TOKEN, LiveServer
 from tests.fake_hub.server import FakeHub
 from tests.gguf_factory import write_gguf
+from tests.web.conftest import ARTIFACTS
 
 TOKEN_KEY = "model-manager.token"
 
@@ -30,6 +33,21 @@ def test_without_a_token_the_page_asks_for_it(page: Page, live_server: LiveServe
     expect(dialog).to_contain_text("model-manager token")
     expect(page.locator("#token-input")).to_be_focused()
     screenshot("token")
+
+
+def test_screenshots_leave_the_committed_pictures_alone(page: Page, live_server: LiveServer, screenshot, monkeypatch) -> None:
+    # Issue 8, scenario 10: every run rewrote tests/artifacts/*.png, leaving `git status` dirty.
+    monkeypatch.delenv("UPDATE_SCREENSHOTS", raising=False)
+    committed = {path.name: path.read_bytes() for path in ARTIFACTS.glob("*.png")}
+    page.goto(live_server.url + "/")
+    saved = screenshot("token")
+    assert saved.read_bytes().startswith(b"\x89PNG") and saved.parent != ARTIFACTS
+    assert {path.name: path.read_bytes() for path in ARTIFACTS.glob("*.png")} == committed
+    git = shutil.which("git")
+    if git is None or not (ARTIFACTS.parent.parent / ".git").exists():
+        pytest.skip("not a git checkout: cannot ask git whether the folder is ignored")
+    ignored = subprocess.run([git, "check-ignore", "-q", str(saved)], cwd=ARTIFACTS.parent.parent, check=False)
+    assert ignored.returncode == 0, f"{saved} is not ignored by git"
 
 
 def test_a_refused_token_shows_the_services_message_and_an_accepted_one_is_kept(page: Page, live_server: LiveServer) -> None:
