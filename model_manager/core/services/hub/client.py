@@ -8,6 +8,7 @@ Settings and are passed explicitly: huggingface_hub reads `HF_ENDPOINT` once, at
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +43,7 @@ T = TypeVar("T")
 QueryParams = tuple[tuple[str, str], ...]
 HUB_MAX_PAGE_SIZE = 1000  # the Hub serves at most this many models per page of /api/models
 README_MAX_BYTES = 512 * 1024
+_TEXT_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class HubClient:
         )
 
     async def read_text(self, repo_id: str, filename: str, revision: str) -> str | None:
-        """A small text file of the repo (the README), None when the repo has no such file. Cached."""
+        """The first README_MAX_BYTES of a text file of the repo (the README), None when the repo has no such file. Cached."""
         try:
             return await self._answer(
                 ("text", repo_id, filename, revision),
@@ -158,10 +160,20 @@ class HubClient:
         return ModelPage(tuple(ModelInfo(**item) for item in items), following)
 
     def _fetch_text(self, repo_id: str, filename: str, revision: str) -> str:
+        # Streamed: at most README_MAX_BYTES (+ one chunk) is read, then the connection is closed, so a
+        # README of any size costs no more than the limit in memory and transfer.
         url = self.file_url(repo_id, filename, revision)
-        response = get_session().get(url, headers=build_hf_headers(token=self._token_arg), timeout=self.timeout)
-        hf_raise_for_status(response)
-        return response.content[:README_MAX_BYTES].decode("utf-8", errors="replace")
+        headers = build_hf_headers(token=self._token_arg)
+        kept = bytearray()
+        with get_session().stream("GET", url, headers=headers, timeout=self.timeout) as response:
+            hf_raise_for_status(response)
+            for chunk in response.iter_bytes(_TEXT_READ_CHUNK):
+                kept += chunk
+                if len(kept) >= README_MAX_BYTES:
+                    break
+        # A character cut in half by the limit is dropped rather than shown as U+FFFD.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return decoder.decode(bytes(kept[:README_MAX_BYTES]), final=False)
 
     def _same_origin(self, url: str) -> bool:
         ours, theirs = urlsplit(self.endpoint), urlsplit(url)
