@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +22,9 @@ def library(client, settings, import_dir):
     """Two registered models, an orphaned file, and partial downloads of four jobs, one per state."""
     models = [import_file(client, write_gguf(import_dir / f"m{i}.gguf", name=f"M{i}")).json() for i in range(2)]
     models_dir, downloads_dir = Path(settings.models_dir), Path(settings.downloads_dir)
-    (models_dir / "stray.gguf").write_bytes(b"x" * 100)
+    (models_dir / "stray.gguf").write_bytes(b"x" * 100)  # named GGUF, provably not: junk once nobody writes it
+    an_hour_ago = time.time() - 3600
+    os.utime(models_dir / "stray.gguf", (an_hour_ago, an_hour_ago))
     catalogue = client.app.state.catalogue
     now = datetime.now(timezone.utc)
     for download_id, status in [("job-live", "downloading"), ("job-failed", "failed"), ("job-done", "completed"),
@@ -28,7 +32,7 @@ def library(client, settings, import_dir):
         catalogue.insert_download(DownloadRecord(download_id, "o/r", "main", "m.gguf", status, now))
         (downloads_dir / download_id).mkdir()
         (downloads_dir / download_id / "m.gguf.part").write_bytes(b"p" * 1000)
-    (downloads_dir / "job-done.meta.json").write_text("{}")
+    (downloads_dir / "job-done.meta.json").write_text("{}")  # not a download folder of ours: the user's
     (downloads_dir / "unknown.part").write_bytes(b"u" * 10)
     return models
 
@@ -51,26 +55,31 @@ def test_stats_measure_the_files_on_disk(client, settings, library, monkeypatch)
     assert stats["disk_free_bytes"] == stats["available_bytes"] == 50 * GIB
     assert (stats["disk_free_gb"], stats["disk_total_gb"]) == (50.0, 200.0)
     assert stats["usage_percent"] == 75.0  # (total - free) / total
-    assert stats["partial_downloads_bytes"] == 4 * 1000 + 2 + 10
+    assert stats["partial_downloads_bytes"] == 4 * 1000  # our download folders only, never the user's files
     assert stats["orphaned_files"] == 1
 
 
 def test_cleanup_dry_run_lists_and_removes_nothing(client, settings, library):
     before = sorted(p for p in Path(settings.models_dir).parent.rglob("*") if "data" not in p.parts)
     result = client.post("/local/storage/cleanup", params={"dry_run": "true"}).json()
-    assert sorted(result["removed_files"]) == ["job-cancelled", "job-done", "job-done.meta.json", "stray.gguf", "unknown.part"]
-    assert result["removed_count"] == 5 and result["freed_bytes"] == 100 + 2000 + 2 + 10
+    assert sorted(result["removed_files"]) == ["job-cancelled", "job-done", "stray.gguf"]
+    assert result["removed_count"] == 3 and result["freed_bytes"] == 100 + 2000
+    downloads_dir = Path(settings.downloads_dir)
+    assert sorted(result["kept_foreign"]) == [str(downloads_dir / "job-done.meta.json"), str(downloads_dir / "unknown.part")]
     assert result["message"].startswith("Would remove")
     assert sorted(p for p in Path(settings.models_dir).parent.rglob("*") if "data" not in p.parts) == before
 
 
 def test_cleanup_removes_orphans_and_unowned_partials_but_never_a_model(client, settings, library):
     result = client.post("/local/storage/cleanup").json()
-    assert result["removed_count"] == 5 and result["freed_bytes"] == 2112
+    assert result["removed_count"] == 3 and result["freed_bytes"] == 2100
     assert library_files(settings) == sorted(Path(m["file_path"]).name for m in library)
     for model in library:
         assert sha256_of(model["file_path"]) == model["file_hash"]
-    assert sorted(p.name for p in Path(settings.downloads_dir).iterdir()) == ["job-failed", "job-live"]
+    assert sorted(p.name for p in Path(settings.downloads_dir).iterdir()) == [
+        "job-done.meta.json", "job-failed", "job-live", "unknown.part"
+    ]
+    assert (Path(settings.downloads_dir) / "unknown.part").read_bytes() == b"u" * 10
     assert client.post("/local/storage/cleanup").json()["removed_count"] == 0
 
 
@@ -78,7 +87,7 @@ def test_cleanup_keeps_partials_of_downloads_the_manager_reports_active(client, 
     monkeypatch.setattr(client.app.state.downloads, "active_ids", lambda: {"job-done"}, raising=False)
     client.post("/local/storage/cleanup")
     assert sorted(p.name for p in Path(settings.downloads_dir).iterdir()) == [
-        "job-done", "job-done.meta.json", "job-failed", "job-live"
+        "job-done", "job-done.meta.json", "job-failed", "job-live", "unknown.part"
     ]
 
 
@@ -117,7 +126,9 @@ def test_cleanup_never_follows_links_out_of_its_folders(client, settings, tmp_pa
     (models_dir / "linked.gguf").symlink_to(outside / "keep.gguf")
     assert client.get("/local/storage/stats").json()["partial_downloads_bytes"] == 0
     result = client.post("/local/storage/cleanup").json()
-    assert sorted(result["removed_files"]) == ["job-x", "linked-folder", "linked.gguf"]
-    assert result["freed_bytes"] == 0
+    # None of them is provably the service's: all are kept, and nothing is read or removed through the links.
+    assert result["removed_files"] == [] and result["freed_bytes"] == 0
+    assert sorted(Path(p).name for p in result["kept_foreign"]) == ["job-x", "linked-folder", "linked.gguf"]
     assert (outside / "keep.gguf").read_bytes() == b"k" * 50
-    assert list(downloads_dir.iterdir()) == [] and library_files(settings) == []
+    assert sorted(p.name for p in downloads_dir.iterdir()) == ["job-x", "linked-folder"]
+    assert (downloads_dir / "job-x" / "inner-link").is_symlink() and (models_dir / "linked.gguf").is_symlink()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from model_manager.app.deps import DownloadsDep, LocalStorageDep
-from model_manager.core.models import CleanupResult, StorageStats
+from model_manager.core.models import CleanupResult, RescanResult, StorageStats
 
 router = APIRouter(prefix="/local/storage", tags=["storage"])
 
@@ -29,3 +29,12 @@ async def cleanup_storage(
     if inspect.isawaitable(active):
         active = await active
     return await storage.cleanup(dry_run=dry_run, active_download_ids=set(active))
+
+
+@router.post("/rescan", response_model=RescanResult)
+async def rescan_storage(
+    storage: LocalStorageDep,
+    dry_run: Annotated[bool, Query(description="List the models that would be registered, register nothing")] = False,
+) -> RescanResult:
+    """Register, where they lie, the valid GGUF models in MODELS_DIR that the library does not know yet."""
+    return await storage.rescan(dry_run=dry_run)

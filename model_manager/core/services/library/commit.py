@@ -9,7 +9,6 @@ import contextlib
 import itertools
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,13 @@ from uuid import uuid4
 
 from model_manager.core.catalogue import ModelRecord, utc_now
 from model_manager.core.services.library import files
+from model_manager.core.services.library.ownership import Ownership
 from model_manager.core.services.library.staging import Incoming
 from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
 
 logger = logging.getLogger("model_manager.local_storage")
+
+_NAME_ATTEMPTS = 5  # a name taken between choosing it and the rename is chosen again this many times
 
 
 @dataclass
@@ -37,7 +39,8 @@ class CommitStep(LibraryState):
     """Adds checked files to the library as one model: imports, uploads and downloads all end here."""
 
     def _ready_model_with_hash(self, sha256: str) -> ModelRecord | None:
-        record = self.catalogue.find_model_by_hash(sha256)
+        """The ready model holding a file with these bytes: a whole model, or any part of a split one."""
+        record = Ownership(self.catalogue.list_models()).model_with_bytes(sha256)
         return record if record is not None and record.state == "ready" else None
 
     async def _register(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
@@ -47,16 +50,38 @@ class CommitStep(LibraryState):
     def _commit(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         """Steps 2 to 4 of the `library` package docstring, with the dedupe check; runs under the lock, in a thread.
 
-        Returns `(record, created)`. On a duplicate the staged files are removed, a client's file is left.
-        On failure every file renamed so far goes back where it came from and the row is deleted.
+        Returns `(record, created)`. When any file's bytes are already a model's (a whole model or a part
+        of one), that model and False: staged files are removed, a client's file is left. On failure
+        every file renamed so far goes back where it came from and the row is deleted. A name taken
+        between choosing it and the rename (someone else's new file) is never replaced: another is chosen.
         """
-        existing = self.catalogue.find_model_by_hash(items[0].sha256)
-        if existing is not None and existing.state == "ready":
-            self._discard_staged(items)
-            return existing, False
-        if existing is not None:  # pending rows exist only inside this step, so this one is a crash's leftover
-            self.catalogue.delete_model(existing.model_id)
-        finals = [self.models_dir / name for name in self._free_names([item.name for item in items])]
+        for attempt in range(_NAME_ATTEMPTS):
+            ownership = Ownership(self.catalogue.list_models(include_pending=True))
+            for item in items:
+                existing = ownership.model_with_bytes(item.sha256)
+                if existing is not None and existing.state == "ready":
+                    self._discard_staged(items)
+                    return existing, False
+                if existing is not None:  # pending rows exist only inside this step: a crash's leftover
+                    self.catalogue.delete_model(existing.model_id)
+            try:
+                return self._add(items, new_model, ownership.records), True
+            except FileExistsError:
+                if attempt == _NAME_ATTEMPTS - 1:
+                    self._discard_staged(items)
+                    raise
+                logger.info("a file appeared under the chosen name; choosing another")
+        raise AssertionError("unreachable")
+
+    def _add(self, items: list[Incoming], new_model: NewModel, records: list[ModelRecord]) -> ModelRecord:
+        """Insert the pending row, put each file in place without replacing any, and mark the row ready.
+
+        Raises FileExistsError, with everything undone, when a chosen name was taken meanwhile; on any
+        other failure undoes everything, discards staged files and raises.
+        """
+        moving = [item for item in items if not item.in_place]
+        names = iter(self._free_names([item.name for item in moving], records))
+        finals = [item.source if item.in_place else self.models_dir / next(names) for item in items]
         metadata = new_model.metadata
         if len(items) > 1:
             metadata = {
@@ -81,37 +106,39 @@ class CommitStep(LibraryState):
         )
         try:
             self.catalogue.insert_model(record)
-        except sqlite3.IntegrityError:
-            existing = self._ready_model_with_hash(items[0].sha256)
-            if existing is None:
-                raise
+        except BaseException:
             self._discard_staged(items)
-            return existing, False
+            raise
         moved: list[tuple[Incoming, Path]] = []
         try:
             for item, final in zip(items, finals):
-                os.replace(item.source, final)
+                if item.in_place:
+                    if item.unchanged_since is not None and not files.same_file(os.stat(final), item.unchanged_since):
+                        raise files.changed_error(item.name)
+                    continue
+                files.rename_no_replace(item.source, final)
                 moved.append((item, final))
                 if item.unchanged_since is not None and not files.same_file(os.stat(final), item.unchanged_since):
                     raise files.changed_error(item.name)
-            for folder in {self.models_dir} | {item.source.parent for item in items}:
+            for folder in {self.models_dir} | {item.source.parent for item in moving}:
                 files.fsync_dir(folder)
             self.catalogue.mark_model_ready(record.model_id)
-        except BaseException:
+        except BaseException as error:
             for item, final in reversed(moved):
                 try:
-                    os.replace(final, item.source)
+                    files.rename_no_replace(final, item.source)
                 except OSError:
                     logger.exception("could not move %s back to %s", final, item.source)
             with contextlib.suppress(Exception):
                 self.catalogue.delete_model(record.model_id)
-            self._discard_staged(items)
+            if not isinstance(error, FileExistsError):
+                self._discard_staged(items)
             raise
         for item in items:
             if item.staging is not None:
                 item.staging.placed()
         record.state = "ready"
-        return record, True
+        return record
 
     @staticmethod
     def _discard_staged(items: list[Incoming]) -> None:
@@ -119,13 +146,21 @@ class CommitStep(LibraryState):
             if item.staging is not None:
                 item.staging.discard()
 
-    def _free_names(self, wanted: list[str]) -> list[str]:
-        """`wanted`, or the first numbered variant of all of them that neither a file nor a row uses."""
-        taken = {name.casefold() for name in os.listdir(self.models_dir)}
-        for record in self.catalogue.list_models(include_pending=True):
-            taken.update(Path(path).name.casefold() for path in record.all_paths)
-        for number in itertools.count(1):
-            names = [files.numbered(name, number) for name in wanted]
-            if not any(name.casefold() in taken for name in names):
-                return names
-        raise AssertionError("unreachable")
+    def _free_names(self, wanted: list[str], records: list[ModelRecord]) -> list[str]:
+        """`wanted`, or the first numbered variant of all of them that neither a file nor a row uses.
+
+        Names are compared as a case-insensitive, Unicode-normalising filesystem would (`files.name_key`),
+        and two wanted names that are the same that way (files of one variant from two folders) differ.
+        """
+        taken = {files.name_key(name) for name in os.listdir(self.models_dir)}
+        for record in records:
+            taken.update(files.name_key(Path(path).name) for path in record.all_paths)
+        chosen: list[str] = []
+        for name in wanted:
+            for number in itertools.count(1):
+                candidate = files.numbered(name, number)
+                if files.name_key(candidate) not in taken:
+                    break
+            taken.add(files.name_key(candidate))
+            chosen.append(candidate)
+        return chosen

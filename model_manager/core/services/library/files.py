@@ -8,9 +8,13 @@ every caller: the tests do, to check that none of them runs on the event loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import stat
+import sys
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +32,23 @@ MAX_DISPLAY_NAME = 200
 
 def is_within(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
+
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino): the same file whatever path spells it
+
+
+def identity(path: str | Path) -> FileIdentity | None:
+    """The identity of the file at `path` (links followed), or None when there is none."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def real_path(path: str | Path) -> Path:
+    """`path` with every symlink resolved: the one spelling the library compares folders in."""
+    return Path(os.path.realpath(path))
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -114,6 +135,39 @@ def safe_name(filename: str) -> str:
     if len(name.encode()) > MAX_NAME_BYTES:
         raise InvalidFileError(f"the file name is longer than {MAX_NAME_BYTES} bytes; rename the file", {"filename": filename})
     return name
+
+
+def name_key(name: str) -> str:
+    """What two file names must differ in to live side by side on any filesystem: NFC form, case folded."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+_AT_FDCWD = -100
+
+
+def rename_no_replace(source: str | Path, target: str | Path) -> None:
+    """Rename `source` to `target`, atomically, and never over an existing file: FileExistsError instead.
+
+    Uses renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it, else a hard link followed
+    by unlinking the source (link never replaces either). Raises OSError (EXDEV across filesystems).
+    """
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # not this filesystem's: try a link
+            raise OSError(error, os.strerror(error), str(source), None, str(target))
+    os.link(source, target, follow_symlinks=False)
+    try:
+        os.unlink(source)
+    except BaseException:
+        os.unlink(target)  # the same inode: the source is still there
+        raise
 
 
 def numbered(name: str, number: int) -> str:

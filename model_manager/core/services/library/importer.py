@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from model_manager.core.errors import InvalidFileError, PathNotAllowedError, SourceFileNotFoundError
+from model_manager.core.catalogue import ModelRecord
+from model_manager.core.errors import FileInUseError, InvalidFileError, PathNotAllowedError, SourceFileNotFoundError
 from model_manager.core.gguf_format import GGUFHeader, summarize_metadata
 from model_manager.core.models import LocalModel
 from model_manager.core.services.library import files
 from model_manager.core.services.library.commit import CommitStep, NewModel
 from model_manager.core.services.library.records import to_api
-from model_manager.core.services.library.staging import Incoming
+from model_manager.core.services.library.ownership import Ownership
+from model_manager.core.services.library.staging import STAGING_PREFIX, Incoming
 
 logger = logging.getLogger("model_manager.local_storage")
 
@@ -29,7 +31,8 @@ class Source:
     path: Path
     name: str
     stat: os.stat_result
-    header: GGUFHeader
+    header: GGUFHeader | None
+    existing: ModelRecord | None = None  # the source is this model's own file: nothing to do
 
 
 class FileImports(CommitStep):
@@ -51,6 +54,8 @@ class FileImports(CommitStep):
         not named `.gguf`, not a readable GGUF file, or changes while imported; `InsufficientStorageError`.
         """
         source = await asyncio.to_thread(self._inspect_source, file_path, action)
+        if source.existing is not None:
+            return to_api(source.existing), False
         digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
         existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
         if existing is not None:
@@ -101,6 +106,9 @@ class FileImports(CommitStep):
             raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
         if not stat.S_ISREG(info.st_mode):
             raise InvalidFileError(f"{file_path} is not a regular file", {"file_path": file_path})
+        existing = self._library_file(file_path, real, info)
+        if existing is not None:
+            return Source(Path(real), Path(real).name, info, None, existing=existing)
         name = files.safe_name(Path(file_path).name)
         if action == "move":
             if os.path.islink(file_path):
@@ -115,6 +123,36 @@ class FileImports(CommitStep):
         except PermissionError:
             raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
         return Source(Path(real), name, info, header)
+
+    def _library_file(self, file_path: str, real: str, info: os.stat_result) -> ModelRecord | None:
+        """The model whose only file `real` is (any spelling, hard links too), or None for a file the library
+        does not hold. Raises `FileInUseError` for any other file of the service's: a part of a split
+        model, a file in MODELS_DIR no row owns yet, a partial download, the data folder."""
+        details = {"file_path": file_path}
+        owned = Ownership(self.catalogue.list_models(include_pending=True)).by_identity.get((info.st_dev, info.st_ino))
+        if owned is not None:
+            if owned.is_whole_model and owned.record.state == "ready":
+                return owned.record
+            raise FileInUseError(
+                f"{file_path} is part {owned.part_index + 1} of the model {owned.record.display_name!r} "
+                f"({owned.record.model_id}) in the library; it cannot be imported on its own",
+                {**details, "model_id": owned.record.model_id},
+            )
+        if files.is_within(real, str(files.real_path(self._data_dir))):
+            raise FileInUseError(f"{file_path} is in the service's data folder", details)
+        if files.is_within(real, str(files.real_path(self.models_dir))):
+            raise FileInUseError(
+                f"{file_path} is already in MODELS_DIR but not registered: POST /local/storage/rescan "
+                "registers the models found there, where they are",
+                details,
+            )
+        downloads = str(files.real_path(self.downloads_dir))
+        if files.is_within(real, downloads) and real != downloads:
+            first = Path(os.path.relpath(real, downloads)).parts[0]
+            known = {job.download_id for job in self.catalogue.list_downloads()}
+            if first in known or first.startswith(STAGING_PREFIX):
+                raise FileInUseError(f"{file_path} belongs to a download of the service", details)
+        return None
 
     async def _stage_copy(
         self, source: Path, expected: os.stat_result, sha256: str, name: str

@@ -11,6 +11,7 @@ from pathlib import Path
 from model_manager.core.catalogue import ModelRecord, utc_now
 from model_manager.core.errors import FileInUseError, ModelNotFoundError
 from model_manager.core.models import LocalModel, LocalModelSort
+from model_manager.core.services import open_files
 from model_manager.core.services.library import files
 from model_manager.core.services.library.cleanup import StatsAndCleanup
 from model_manager.core.services.library.importer import FileImports
@@ -44,19 +45,40 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
         return to_api(record)
 
     async def delete_model(self, model_id: str, force: bool = False) -> None:
-        """Remove the model's row, then its files. Raises `ModelNotFoundError`, and `FileInUseError`
-        while one of its files is marked in use, unless `force`."""
+        """Remove the model's row, then its files.
+
+        Raises `ModelNotFoundError`, and `FileInUseError` while one of its files is being written or read
+        by this service, or is open in another process on this machine (llama-server running it, say),
+        unless `force`.
+        """
         async with self._lock:
             record = await asyncio.to_thread(self.catalogue.get_model, model_id)
             if record is None:
                 raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
-            busy = [path for path in record.all_paths if self.is_in_use(path)]
-            if busy and not force:
-                raise FileInUseError(
-                    f"{Path(busy[0]).name} is still being written; try again when that is done, or pass force=true",
-                    {"model_id": model_id, "files": busy},
-                )
+            if not force:
+                await asyncio.to_thread(self._refuse_if_in_use, record)
             await _in_thread_to_completion(self._remove_model, record)
+
+    def _refuse_if_in_use(self, record: ModelRecord) -> None:
+        busy = [path for path in record.all_paths if self.is_in_use(path)]
+        if busy:
+            raise FileInUseError(
+                f"{Path(busy[0]).name} is still being written; try again when that is done, or pass force=true",
+                {"model_id": record.model_id, "files": busy},
+            )
+        identities = {key: path for path in record.all_paths if (key := files.identity(path)) is not None}
+        users = open_files.processes_using(identities)
+        if users:
+            key, holders = next(iter(users.items()))
+            names = ", ".join(f"{user.command} (pid {user.pid})" for user in holders)
+            raise FileInUseError(
+                f"{Path(identities[key]).name} is open in {names}; stop it first, or pass force=true",
+                {
+                    "model_id": record.model_id,
+                    "files": [identities[key] for key in users],
+                    "processes": [{"pid": u.pid, "command": u.command} for found in users.values() for u in found],
+                },
+            )
 
     def _remove_model(self, record: ModelRecord) -> None:
         self.catalogue.delete_model(record.model_id)

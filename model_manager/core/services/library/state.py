@@ -19,6 +19,9 @@ from model_manager.core.services.library.staging import StagingFile
 
 T = TypeVar("T")
 
+# Download states whose partial files a later run may still resume (DOWNLOADS_DIR/<download_id>/).
+RESUMABLE_DOWNLOAD_STATES = ("pending", "downloading", "verifying", "failed")
+
 
 async def _in_thread_to_completion(func: Callable[..., T], *args: Any) -> T:
     """Run `func` in a worker thread. If the caller is cancelled, wait for `func` to finish before the
