@@ -54,6 +54,20 @@ class GGUFFormatError(InvalidFileError):
     """Not a GGUF file this project can read: wrong magic, unsupported version, truncated or corrupt header."""
 
 
+class GGUFTruncatedError(GGUFFormatError):
+    """The header runs past the bytes available. For the first bytes of a remote file: fetch more and retry."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a GGUF file as its header describes it: name, shape (ggml order), type and data size."""
+
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    n_bytes: int
+
+
 @dataclass(frozen=True)
 class GGUFHeader:
     """What a GGUF file says about itself before its tensor data starts."""
@@ -65,6 +79,7 @@ class GGUFHeader:
     parameter_count: int | None  # None when the tensor infos were not read
     header_size: int  # bytes up to the end of the tensor infos (of the key/values when those were not read)
     data_end: int | None = None  # where the last tensor's data ends; None when the tensor infos were not read
+    tensors: tuple[TensorInfo, ...] | None = None  # only when asked for (keep_tensors=True)
 
 
 class _Cursor:
@@ -89,7 +104,7 @@ class _Cursor:
         return self._size - self.offset
 
     def _truncated(self, what: str, needed: int) -> GGUFFormatError:
-        return GGUFFormatError(
+        return GGUFTruncatedError(
             f"truncated file: {what} at offset {self.offset} needs {needed} bytes "
             f"but only {max(self.remaining, 0)} remain"
         )
@@ -134,7 +149,7 @@ class _Cursor:
                 f"{what} at offset {self.offset - 8} claims {length} bytes, over the limit of {MAX_STRING_LENGTH}"
             )
         if length > self.remaining:
-            raise GGUFFormatError(
+            raise GGUFTruncatedError(
                 f"truncated file: {what} of {length} bytes at offset {self.offset - 8} runs past the end "
                 f"of the file ({self.remaining} bytes remain)"
             )
@@ -168,11 +183,13 @@ class _Cursor:
                 count -= 1
 
 
-def read_gguf_header(path: str | os.PathLike[str], *, read_tensor_info: bool = True) -> GGUFHeader:
+def read_gguf_header(
+    path: str | os.PathLike[str], *, read_tensor_info: bool = True, keep_tensors: bool = False
+) -> GGUFHeader:
     """Read the header of the GGUF file at `path`, never its tensor data.
 
     Returns a `GGUFHeader` with every key/value (long arrays summarised) and, when `read_tensor_info`
-    is true, the parameter count summed over the tensor infos.
+    is true, the parameter count summed over the tensor infos (and, with `keep_tensors`, each `TensorInfo`).
     Raises `GGUFFormatError` (its details name the path) when the file is empty, truncated, not GGUF,
     big-endian, of an unsupported version, or has counts, lengths or types outside the format's bounds.
     An `OSError` from opening or reading the file passes through unchanged.
@@ -180,15 +197,29 @@ def read_gguf_header(path: str | os.PathLike[str], *, read_tensor_info: bool = T
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         try:
-            return _read_header(_Cursor(file, size), size, read_tensor_info)
+            return _read_header(_Cursor(file, size), size, read_tensor_info, keep_tensors)
         except GGUFFormatError as error:
             name = os.path.basename(os.fspath(path))
             message = f"{name} is not a readable GGUF file: {error.message}"
-            raise GGUFFormatError(message, {"path": os.fspath(path)}) from None
+            raise type(error)(message, {"path": os.fspath(path)}) from None
 
 
-def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHeader:
-    if size == 0:
+def parse_gguf_header(data: bytes, file_size: int | None = None) -> GGUFHeader:
+    """Parse a GGUF header, with its tensor infos kept, from the first bytes of a file (`data`).
+
+    For reading a header over the network: `file_size` is the whole file's size when known (only
+    used to check where the tensor data ends). Raises `GGUFTruncatedError` when `data` ends before the
+    tensor infos do (fetch more bytes and call again), `GGUFFormatError` when the header is bad.
+    """
+    import io
+
+    cursor = _Cursor(io.BytesIO(data), len(data))
+    return _read_header(cursor, file_size if file_size is not None else None, True, True)
+
+
+def _read_header(cursor: _Cursor, size: int | None, read_tensor_info: bool, keep_tensors: bool = False) -> GGUFHeader:
+    # `size` None: only the first bytes of the file are at hand, its full size is unknown.
+    if size == 0 or cursor.remaining == 0:
         raise GGUFFormatError("the file is empty (0 bytes)")
     magic = cursor.take(4, "magic")
     if magic != _MAGIC:
@@ -206,7 +237,7 @@ def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHead
         raise GGUFFormatError(f"key/value count {kv_count} is over the limit of {MAX_KV_COUNT}")
     needed = kv_count * _MIN_KV_BYTES + tensor_count * _MIN_TENSOR_INFO_BYTES
     if needed > cursor.remaining:
-        raise GGUFFormatError(
+        raise GGUFTruncatedError(
             f"truncated file or corrupt counts: {kv_count} key/values and {tensor_count} tensor infos need "
             f"at least {needed} bytes but only {cursor.remaining} remain after the header"
         )
@@ -220,16 +251,18 @@ def _read_header(cursor: _Cursor, size: int, read_tensor_info: bool) -> GGUFHead
         metadata[key] = _read_value(cursor, value_type, f"key {key!r}", depth=0)
 
     parameter_count = data_end = None
+    kept: list[TensorInfo] | None = [] if keep_tensors else None
     if read_tensor_info:
-        infos = [_read_tensor_info(cursor, index) for index in range(tensor_count)]
+        infos = [_read_tensor_info(cursor, index, kept) for index in range(tensor_count)]
         parameter_count = sum(elements for elements, _ in infos)
         data_end = _tensor_data_end(cursor.offset, metadata, infos)
-        if data_end > size:
+        if size is not None and data_end > size:
             # A download or copy cut short keeps a perfect header: only the data's extent shows it.
             raise GGUFFormatError(
                 f"truncated file: its tensor data should end at byte {data_end} but the file has {size} bytes"
             )
-    return GGUFHeader(version, tensor_count, kv_count, metadata, parameter_count, cursor.offset, data_end)
+    tensors = tuple(kept) if kept is not None and read_tensor_info else None
+    return GGUFHeader(version, tensor_count, kv_count, metadata, parameter_count, cursor.offset, data_end, tensors)
 
 
 def _tensor_data_end(header_end: int, metadata: dict[str, Any], infos: list[tuple[int, int]]) -> int:
@@ -268,7 +301,7 @@ def _read_array(cursor: _Cursor, what: str, depth: int) -> list[Any] | dict[str,
     else:
         raise GGUFFormatError(f"{what} is an array of unknown value type {item_type}")
     if length * item_size > cursor.remaining:
-        raise GGUFFormatError(
+        raise GGUFTruncatedError(
             f"truncated file: {what} is an array of {length} elements that needs at least "
             f"{length * item_size} bytes, but only {cursor.remaining} remain"
         )
@@ -285,15 +318,19 @@ def _read_array(cursor: _Cursor, what: str, depth: int) -> list[Any] | dict[str,
     return {"type": "array", "length": length}
 
 
-def _read_tensor_info(cursor: _Cursor, index: int) -> tuple[int, int]:
-    """Reads one tensor info; returns its element count and where its data ends, relative to the data section."""
+def _read_tensor_info(cursor: _Cursor, index: int, kept: list[TensorInfo] | None = None) -> tuple[int, int]:
+    """Reads one tensor info; returns its element count and where its data ends, relative to the data section.
+
+    Appends its `TensorInfo` to `kept` when given."""
     name = cursor.string(f"name of tensor #{index}")
     n_dims = cursor.unpack(_U32, f"dimension count of tensor {name!r}")
     if n_dims > MAX_TENSOR_DIMS:
         raise GGUFFormatError(f"tensor {name!r} has {n_dims} dimensions, over the limit of {MAX_TENSOR_DIMS}")
     elements = 1
+    shape = []
     for _ in range(n_dims):
-        elements *= cursor.unpack(_U64, f"dimensions of tensor {name!r}")
+        shape.append(cursor.unpack(_U64, f"dimensions of tensor {name!r}"))
+        elements *= shape[-1]
     if elements > _MAX_ELEMENTS:
         raise GGUFFormatError(f"tensor {name!r} claims {elements} elements, more than ggml can address")
     type_id = cursor.unpack(_U32, f"type of tensor {name!r}")
@@ -302,7 +339,10 @@ def _read_tensor_info(cursor: _Cursor, index: int) -> tuple[int, int]:
         block_size, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
     except (ValueError, KeyError):
         raise GGUFFormatError(f"tensor {name!r} has unknown type {type_id}") from None
-    return elements, offset + elements // block_size * block_bytes
+    n_bytes = elements // block_size * block_bytes
+    if kept is not None:
+        kept.append(TensorInfo(name, tuple(shape), type_id, n_bytes))
+    return elements, offset + n_bytes
 
 
 # --- quantization labels ---------------------------------------------------------------------------

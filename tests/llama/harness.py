@@ -1,0 +1,111 @@
+"""llama.cpp itself, as a measuring instrument for tests: what it allocates for a model and a context.
+
+It runs node-llama-cpp's prebuilt CPU build of llama.cpp (installed by ./test.sh into
+tests/llama/node_modules) through the small Node script measure.mjs, and reads llama.cpp's own log
+lines: `model buffer size`, `KV buffer size`, `output buffer size` and `compute buffer size`.
+Nothing here estimates anything: the numbers are llama.cpp's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "measure.mjs"
+MIB = 1024 * 1024
+DEFAULT_UBATCH = 512
+
+_BUFFER = re.compile(r"^(?P<stage>\w+):\s+(?P<device>\S+)\s+(?P<kind>model|KV|output|compute) buffer size =\s+(?P<mib>[\d.]+) MiB")
+_CONTEXT = re.compile(r"^@@context (\d+)")
+_N_CTX = re.compile(r"n_ctx\s+=\s+(\d+)")
+_N_UBATCH = re.compile(r"n_ubatch\s+=\s+(\d+)")
+
+
+class LlamaUnavailable(RuntimeError):
+    """node or the node-llama-cpp package is missing: ./test.sh installs them."""
+
+
+@dataclass
+class ContextMeasurement:
+    """What llama.cpp allocated for one model and one context, in bytes (from its MiB log lines)."""
+
+    n_ctx: int
+    n_ubatch: int = 0
+    model_bytes: int = 0  # the weights as loaded from the file (mapped or read buffers)
+    repack_bytes: int = 0  # extra CPU-only copies (REPACK, AMX) some CPUs make of some weights
+    kv_bytes: int = 0  # every KV buffer (a sliding-window model has two caches)
+    output_bytes: int = 0  # the logits/embeddings output buffer
+    compute_bytes: int = 0  # the scheduler's compute buffers
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything llama.cpp holds for this model and context."""
+        return self.model_bytes + self.repack_bytes + self.kv_bytes + self.output_bytes + self.compute_bytes
+
+
+def available() -> bool:
+    """Whether node and node-llama-cpp are installed (so measurements can run)."""
+    return shutil.which("node") is not None and (HERE / "node_modules" / "node-llama-cpp").is_dir()
+
+
+def measure_contexts(path: str | os.PathLike[str], contexts: list[int], ubatch: int = DEFAULT_UBATCH,
+                     timeout: float = 120) -> list[ContextMeasurement]:
+    """Load the GGUF at `path` once in llama.cpp (CPU, mmap) and create one context per size in `contexts`.
+
+    Returns one `ContextMeasurement` per context, in order; the model buffers are the same in each.
+    Raises `LlamaUnavailable` when node-llama-cpp is not installed, `RuntimeError` (with llama.cpp's
+    output) when the model or a context fails to load.
+    """
+    if not available():
+        raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
+    env = {**os.environ, "NODE_LLAMA_CPP_SKIP_DOWNLOAD": "true"}
+    result = subprocess.run(
+        ["node", str(SCRIPT), os.fspath(path), str(ubatch), *map(str, contexts)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE,
+    )
+    if result.returncode != 0 or "@@done" not in result.stdout:
+        raise RuntimeError(f"llama.cpp could not load {path}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return _parse(result.stdout)
+
+
+def load_and_measure(path: str | os.PathLike[str], n_ctx: int, ubatch: int = DEFAULT_UBATCH) -> ContextMeasurement:
+    """Load the GGUF at `path` in llama.cpp with one context of `n_ctx` tokens; what it allocated."""
+    return measure_contexts(path, [n_ctx], ubatch)[0]
+
+
+def _parse(stdout: str) -> list[ContextMeasurement]:
+    model = repack = 0
+    current: ContextMeasurement | None = None
+    found: list[ContextMeasurement] = []
+    for line in stdout.splitlines():
+        if match := _CONTEXT.match(line):
+            current = ContextMeasurement(n_ctx=int(match[1]))
+            found.append(current)
+            continue
+        if current is not None:
+            current.log.append(line)
+        buffer = _BUFFER.match(line)
+        if buffer is None:
+            if current is not None and "llama_context" in line:
+                if match := _N_UBATCH.search(line):
+                    current.n_ubatch = int(match[1])
+            continue
+        size = round(float(buffer["mib"]) * MIB)
+        kind, device = buffer["kind"], buffer["device"]
+        if kind == "model":
+            if "REPACK" in device or "AMX" in device:
+                repack += size
+            else:
+                model += size
+        elif current is not None:
+            attribute = {"KV": "kv_bytes", "output": "output_bytes", "compute": "compute_bytes"}[kind]
+            setattr(current, attribute, getattr(current, attribute) + size)
+    for measurement in found:  # the model's buffers are allocated once, whichever context they were logged near
+        measurement.model_bytes, measurement.repack_bytes = model, repack
+    return found
