@@ -76,6 +76,18 @@ class LibraryState:
                 {"needed_bytes": needed, "free_bytes": free},
             )
 
+    def _free_space_budget(self) -> int:
+        """Bytes a new file may take in MODELS_DIR before only the safety margin would be left."""
+        return shutil.disk_usage(self.models_dir).free - files.FREE_SPACE_MARGIN_BYTES
+
+    @staticmethod
+    def _raise_over_budget(received: int, budget: int) -> None:
+        raise InsufficientStorageError(
+            f"not enough free disk: the upload passed {received} bytes, and only {max(budget, 0)} may be used "
+            f"while keeping {files.FREE_SPACE_MARGIN_BYTES} bytes free; delete models or run POST /local/storage/cleanup",
+            {"received_bytes": received, "free_bytes_usable": max(budget, 0)},
+        )
+
     async def _new_staging(self) -> StagingFile:
         return await asyncio.to_thread(StagingFile, self.models_dir, self._staging)
 

@@ -37,6 +37,8 @@ class Uploads(CommitStep):
         """
         name = files.safe_name(filename)
         await asyncio.to_thread(self._require_free_space, expected_size or 0)
+        # Whether or not a length was declared, the body may fill the disk only up to the margin.
+        budget = await asyncio.to_thread(self._free_space_budget)
         staging = await self._new_staging()
         try:
             batch: list[bytes] = []
@@ -44,6 +46,8 @@ class Uploads(CommitStep):
             async for chunk in chunks:
                 batch.append(chunk)
                 batched += len(chunk)
+                if staging.size_bytes + batched > budget:
+                    self._raise_over_budget(staging.size_bytes + batched, budget)
                 if batched >= files.CHUNK_SIZE:
                     await asyncio.to_thread(staging.write, batch)
                     batch, batched = [], 0
