@@ -13,6 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 Timestamp = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), when_used="json")]
 
 
+class ErrorEnvelope(BaseModel):
+    """Every 4xx and 5xx answer of the API."""
+
+    error_code: str = Field(description="What went wrong, for programs: INVALID_TOKEN, MODEL_NOT_FOUND, ...")
+    message: str = Field(description="What went wrong and what to do, for people")
+    details: dict[str, Any] | None = Field(description="Facts about the error, such as the offending field")
+    timestamp: Timestamp
+    detail: dict[str, Any] | list[dict[str, Any]] = Field(
+        description="For older clients: the envelope again, or for 422 the list of problems (loc, msg, type)"
+    )
+
+
 class HealthResponse(BaseModel):
     status: str = "healthy"
     timestamp: Timestamp
@@ -73,7 +85,15 @@ class ModelInfoDetailed(ModelInfoShort):
     base_model: str | None = None
 
 
+# A repo file's path as a download request takes it; a variant's label is at most as long (docs/hub.md).
+REPO_FILENAME_MAX_LENGTH = 1000
+VARIANT_LABEL_MAX_LENGTH = REPO_FILENAME_MAX_LENGTH
+
+
 class QuantVariant(BaseModel):
+    """One model of a repo: a single file or every part of one split set. `quantization` is its label,
+    unique in the repo, and what `POST /local/download {"quantization"}` takes."""
+
     quantization: str
     files: list[str]
     size_bytes: int
@@ -91,6 +111,8 @@ class GGUFProvider(BaseModel):
     score: float = 0.0
     reasons: list[str] = Field(default_factory=list)
     gated: bool = False
+    # False when the configured HF_TOKEN cannot download this gated repo (none set, or no access).
+    downloadable: bool = True
 
 
 # ---------------------------------------------------------------- Downloads
@@ -115,8 +137,8 @@ class DownloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     repo_id: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-    filename: str | None = Field(default=None, min_length=1, max_length=1000)
-    quantization: str | None = Field(default=None, min_length=1, max_length=40)
+    filename: str | None = Field(default=None, min_length=1, max_length=REPO_FILENAME_MAX_LENGTH)
+    quantization: str | None = Field(default=None, min_length=1, max_length=VARIANT_LABEL_MAX_LENGTH)
     revision: str = Field(default="main", min_length=1, max_length=200)
 
 
@@ -199,6 +221,8 @@ class StorageStats(BaseModel):
     orphaned_files: int = 0
     # Ready models whose file (or a part) is not on disk: an unmounted drive, or a file removed by hand.
     models_with_missing_files: int = 0
+    # Valid GGUF models in MODELS_DIR that no row owns yet; a rescan (or cleanup) registers them in place.
+    unregistered_models: int = 0
 
 
 class CleanupResult(BaseModel):
@@ -207,3 +231,18 @@ class CleanupResult(BaseModel):
     removed_count: int
     freed_bytes: int = 0
     dry_run: bool = False
+    # Files found in MODELS_DIR and registered in place (dry run: that would be), never removed.
+    adopted: list[str] = Field(default_factory=list)
+    # Paths in the storage folders that are not the service's and were left alone.
+    kept_foreign: list[str] = Field(default_factory=list)
+
+
+class RescanResult(BaseModel):
+    """What `POST /local/storage/rescan` found in MODELS_DIR and registered in place."""
+
+    message: str
+    adopted: list[LocalModel]
+    already_registered: int = Field(description="Unregistered files whose bytes the library already has (left alone)")
+    kept_foreign: list[str] = Field(description="Files left alone: not GGUF, unreadable, or incomplete split sets")
+    dry_run: bool = False
+    would_adopt: list[str] = Field(default_factory=list, description="Dry run: the files that would be registered")
