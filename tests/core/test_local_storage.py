@@ -168,13 +168,17 @@ def _record(settings, name: str, size: int, state: str) -> ModelRecord:
     )
 
 
-async def test_reconcile_rolls_back_a_pending_row_whose_file_is_incomplete(storage, settings, import_dir):
+async def test_reconcile_rolls_back_a_pending_row_whose_file_is_incomplete_and_keeps_the_file(storage, settings, import_dir):
+    # The file may be a person's own (moved in, or registered in place): only the row and our staging file go.
     model_file = write_gguf(Path(settings.models_dir) / "model.gguf")
+    digest = sha256_of(model_file)
     storage.catalogue.insert_model(_record(settings, "model.gguf", model_file.stat().st_size + 1, "pending"))
     (Path(settings.models_dir) / f"{STAGING_PREFIX}dead.part").write_bytes(b"GGUF")
     await storage.reconcile()
-    assert library_files(settings) == []
+    assert library_files(settings) == ["model.gguf"] and sha256_of(model_file) == digest
     assert catalogue_row_count(settings) == 0
+    [adopted] = (await storage.rescan()).adopted  # the valid GGUF it left is a model, registered where it is
+    assert (adopted.file_path, adopted.file_hash) == (str(model_file), digest)
 
 
 async def test_reconcile_keeps_ready_rows_whose_files_are_missing(storage, settings, import_dir):

@@ -39,8 +39,9 @@ class Reconciliation(LibraryState):
                 self.catalogue.mark_model_ready(record.model_id)
                 logger.info("finished adding %s, interrupted after its files were in place", record.file_path)
             else:
+                # Only the row goes: its files may be a person's own (a move, or a model registered in
+                # place), so the rescan after the start adopts the valid ones and cleanup judges the rest.
                 self.catalogue.delete_model(record.model_id)
-                files.remove_files(record.all_paths)
                 logger.info("rolled back adding %s, interrupted before its files were in place", record.file_path)
         missing = [r for r in records if r.state == "ready" and not self._files_present(r)]
         if missing:
