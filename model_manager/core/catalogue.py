@@ -56,6 +56,18 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX downloads_status ON downloads (status);
     """,
+    # The GGUF headers of Hub files read before download (docs/fit.md): one file's header is fetched once, ever.
+    """
+    CREATE TABLE remote_gguf_headers (
+        repo_id TEXT NOT NULL,
+        revision_commit TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        header TEXT NOT NULL,
+        fetched_at TEXT NOT NULL,
+        PRIMARY KEY (repo_id, revision_commit, filename, etag)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -322,3 +334,23 @@ class Catalogue:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY seq", params).fetchall()
         return [self._download_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------ remote GGUF headers
+
+    def get_remote_header(self, repo_id: str, commit: str, filename: str, etag: str) -> str | None:
+        """The stored header (JSON text) of a Hub file at one commit and ETag, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT header FROM remote_gguf_headers WHERE repo_id = ? AND revision_commit = ? AND filename = ? "
+                "AND etag = ?",
+                (repo_id, commit, filename, etag),
+            ).fetchone()
+        return row["header"] if row else None
+
+    def save_remote_header(self, repo_id: str, commit: str, filename: str, etag: str, header: str) -> None:
+        """Store a Hub file's header (JSON text); a second save of the same file replaces the first."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO remote_gguf_headers VALUES (?, ?, ?, ?, ?, ?)",
+                (repo_id, commit, filename, etag, header, _iso(utc_now())),
+            )

@@ -8,6 +8,7 @@ header costs no more than its own size and a 100 GB model costs no more than its
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -211,8 +212,6 @@ def parse_gguf_header(data: bytes, file_size: int | None = None) -> GGUFHeader:
     used to check where the tensor data ends). Raises `GGUFTruncatedError` when `data` ends before the
     tensor infos do (fetch more bytes and call again), `GGUFFormatError` when the header is bad.
     """
-    import io
-
     cursor = _Cursor(io.BytesIO(data), len(data))
     return _read_header(cursor, file_size if file_size is not None else None, True, True)
 

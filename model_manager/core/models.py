@@ -90,6 +90,82 @@ REPO_FILENAME_MAX_LENGTH = 1000
 VARIANT_LABEL_MAX_LENGTH = REPO_FILENAME_MAX_LENGTH
 
 
+# ---------------------------------------------------------------- Fit (+): will it run here? (docs/fit.md)
+
+
+class FitMemory(BaseModel):
+    """Bytes a model needs at one context; `total_bytes` = weights + KV cache + compute + overhead."""
+
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    overhead_bytes: int = Field(description="Runtime margin: the process, and on each GPU used the driver's share")
+    total_bytes: int
+    gpu_bytes: int = Field(0, description="Of these, what the chosen placement puts on the GPU(s)")
+    ram_bytes: int = Field(0, description="Of these, what stays in RAM")
+
+
+class FitEstimate(BaseModel):
+    """Whether a model runs on the target machine, and how."""
+
+    fit: Literal["full_gpu", "partial_gpu", "cpu", "too_large"]
+    gpu_layers: int
+    total_layers: int
+    memory: FitMemory
+    context_length: int
+    max_context_full_gpu: int | None = None
+    max_context_in_ram: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class FitTarget(BaseModel):
+    """The machine a fit is computed for: detected here, or described by settings or the request."""
+
+    ram_bytes: int
+    gpu_free_bytes: list[int] = Field(default_factory=list)
+    unified_memory: bool = False
+
+
+class VariantFit(FitEstimate):
+    """`GET /hub/fit` (+): the fit of one variant of a Hub repo, from its header read with Range requests."""
+
+    repo_id: str
+    quantization: str
+    files: list[str]
+    target: FitTarget
+
+
+class LocalModelFit(FitEstimate):
+    """`GET /local/models/{model_id}/fit` (+)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    target: FitTarget
+
+
+class GPUInfo(BaseModel):
+    vendor: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    backend: str
+
+
+class HardwareInfo(BaseModel):
+    """`GET /system/hardware` (+): this machine, and the target the fit endpoints use by default."""
+
+    cpu_name: str
+    cpu_cores: int
+    cpu_threads: int
+    cpu_features: list[str]
+    ram_total_bytes: int
+    ram_available_bytes: int
+    gpus: list[GPUInfo]
+    unified_memory: bool
+    fit_target: FitTarget
+
+
 class QuantVariant(BaseModel):
     """One model of a repo: a single file or every part of one split set. `quantization` is its label,
     unique in the repo, and what `POST /local/download {"quantization"}` takes."""
@@ -97,6 +173,8 @@ class QuantVariant(BaseModel):
     quantization: str
     files: list[str]
     size_bytes: int
+    # (+) with `gguf-providers?fit=true`: where it would run on the target machine
+    fit: FitEstimate | None = None
 
 
 class GGUFProvider(BaseModel):
@@ -113,6 +191,8 @@ class GGUFProvider(BaseModel):
     gated: bool = False
     # False when the configured HF_TOKEN cannot download this gated repo (none set, or no access).
     downloadable: bool = True
+    # (+) with `gguf-providers?fit=true`: the best-quality variant that fits entirely on the GPU (in RAM without one)
+    recommended_variant: str | None = None
 
 
 # ---------------------------------------------------------------- Downloads

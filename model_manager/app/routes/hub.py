@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from model_manager.app.deps import HubDep
+from model_manager.app.routes.fit import ContextQuery, FitDep, RamQuery, VramQuery
 from model_manager.core.errors import InvalidFiltersError
 from model_manager.core.models import GGUFProvider, HubSort, ModelInfoDetailed, ModelInfoShort, SearchFilters
 
@@ -64,5 +65,17 @@ async def model_details(hub: HubDep, author: str, model_name: str) -> ModelInfoD
 
 
 @router.get("/model/{author}/{model_name}/gguf-providers", response_model=list[GGUFProvider])
-async def gguf_providers(hub: HubDep, author: str, model_name: str) -> list[GGUFProvider]:
-    return await hub.get_gguf_providers(f"{author}/{model_name}")
+async def gguf_providers(
+    hub: HubDep,
+    fit_service: FitDep,
+    author: str,
+    model_name: str,
+    fit: Annotated[bool, Query(description="(+) Add each variant's fit on the target machine and a recommended_variant")] = False,
+    context: ContextQuery = None,
+    ram_gb: RamQuery = None,
+    vram_gb: VramQuery = None,
+) -> list[GGUFProvider]:
+    providers = await hub.get_gguf_providers(f"{author}/{model_name}")
+    if not fit:  # exactly today's cost: no header is read
+        return providers
+    return await fit_service.annotate_providers(providers, context, ram_gb, vram_gb)

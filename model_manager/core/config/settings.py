@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     )
     download_max_retries: int = Field(default=8, ge=0, validation_alias="DOWNLOAD_MAX_RETRIES")
     download_retry_base_seconds: float = Field(default=1.0, ge=0, validation_alias="DOWNLOAD_RETRY_BASE_SECONDS")
+    # The machine that will run the models, when it is not this one (GiB; unset: detected here).
+    fit_ram_gb: float | None = Field(default=None, ge=0, validation_alias="FIT_RAM_GB")
+    fit_vram_gb: float | None = Field(default=None, ge=0, validation_alias="FIT_VRAM_GB")
+
+    @field_validator("fit_ram_gb", "fit_vram_gb", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # env.template lists them empty: "FIT_RAM_GB=" means "detect", not a bad number.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def import_allowed_dirs(self) -> list[Path]:

@@ -1,0 +1,241 @@
+"""The fit answers the API gives: for this machine (or the target the settings and the request describe),
+for a model in the library, for one variant on the Hub, and for every variant of a model's providers.
+
+Headers of Hub files come from `hub.remote_header` (Range requests, stored in the catalogue); headers
+of library files are read from disk. Blocking work runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from huggingface_hub.hf_api import ModelInfo
+
+from model_manager.core.catalogue import Catalogue
+from model_manager.core.config import Settings
+from model_manager.core.errors import InvalidFileError, ModelManagerError, ModelNotFoundError, NotFoundError
+from model_manager.core.fit import FitResult, ShapeError, Target, estimate, quality_rank
+from model_manager.core.fit.hardware import Hardware, detect_hardware
+from model_manager.core.fit.target import resolve_target
+from model_manager.core.gguf_format import (
+    GGUFFormatError,
+    GGUFHeader,
+    quantization_from_file_type,
+    quantization_from_filename,
+    read_gguf_header,
+)
+from model_manager.core.models import (
+    FitEstimate,
+    FitMemory,
+    FitTarget,
+    GGUFProvider,
+    GPUInfo,
+    HardwareInfo,
+    LocalModelFit,
+    QuantVariant,
+    VariantFit,
+)
+from model_manager.core.services.hub.remote_header import HubFileRef, RemoteHeaderReader
+from model_manager.core.services.hub.variants import ambiguous, group_variants
+from model_manager.core.services.huggingface_service import HuggingFaceService
+
+logger = logging.getLogger("model_manager.fit")
+HEADER_CONCURRENCY = 4
+MAX_CONTEXT = 1 << 21
+
+
+class FitInputError(ModelManagerError):
+    """A fit request the service cannot answer as asked (bad context, cache type, or unsizable model)."""
+
+    error_code = "VALIDATION_ERROR"
+
+
+class FitService:
+    """One per app. Methods raise the Hub's errors (NotFoundError, GatedRepoError...), ModelNotFoundError,
+    InvalidFileError for unreadable headers and FitInputError for a bad context."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, hub: HuggingFaceService) -> None:
+        self.settings = settings
+        self.catalogue = catalogue
+        self.hub = hub
+        self.headers = RemoteHeaderReader(catalogue, hub.hub_auth_headers(), settings.hub_timeout_seconds)
+
+    # ------------------------------------------------------------------ the machine
+
+    async def detect(self) -> Hardware:
+        return await asyncio.to_thread(detect_hardware)
+
+    async def target(self, ram_gb: float | None = None, vram_gb: float | None = None) -> Target:
+        """The machine to fit for: the request's sizes, else the settings', else this machine's."""
+        if ram_gb is not None and vram_gb is not None:
+            hardware = Hardware("", 0, 0, [], 0, 0)  # nothing left to detect
+        else:
+            hardware = await self.detect()
+        return resolve_target(
+            hardware, ram_gb=ram_gb, vram_gb=vram_gb,
+            settings_ram_gb=self.settings.fit_ram_gb, settings_vram_gb=self.settings.fit_vram_gb,
+        )
+
+    async def hardware(self) -> HardwareInfo:
+        """`GET /system/hardware`: what was detected, and the target the fit endpoints use by default."""
+        hardware = await self.detect()
+        target = resolve_target(
+            hardware, settings_ram_gb=self.settings.fit_ram_gb, settings_vram_gb=self.settings.fit_vram_gb
+        )
+        return HardwareInfo(
+            cpu_name=hardware.cpu_name,
+            cpu_cores=hardware.cpu_cores,
+            cpu_threads=hardware.cpu_threads,
+            cpu_features=hardware.cpu_features,
+            ram_total_bytes=hardware.ram_total_bytes,
+            ram_available_bytes=hardware.ram_available_bytes,
+            gpus=[GPUInfo(**vars(gpu)) for gpu in hardware.gpus],
+            unified_memory=hardware.unified_memory,
+            fit_target=_target_schema(target),
+        )
+
+    # ------------------------------------------------------------------ fits
+
+    async def fit_local(
+        self, model_id: str, context: int | None, ram_gb: float | None = None, vram_gb: float | None = None
+    ) -> LocalModelFit:
+        """The fit of a model in the library, from its files' headers on disk."""
+        record = await asyncio.to_thread(self.catalogue.get_model, model_id)
+        if record is None:
+            raise ModelNotFoundError(f"no model {model_id!r} in the library", {"model_id": model_id})
+        try:
+            headers = await asyncio.to_thread(
+                lambda: [read_gguf_header(path, keep_tensors=True) for path in record.all_paths]
+            )
+        except OSError as error:
+            raise InvalidFileError(f"cannot read the model's file: {error.strerror or error}") from error
+        target = await self.target(ram_gb, vram_gb)
+        result = _estimate(headers, target, context)
+        return LocalModelFit(**_estimate_fields(result), model_id=model_id, target=_target_schema(target))
+
+    async def fit_hub(
+        self,
+        repo_id: str,
+        *,
+        quantization: str | None = None,
+        filename: str | None = None,
+        context: int | None = None,
+        ram_gb: float | None = None,
+        vram_gb: float | None = None,
+    ) -> VariantFit:
+        """The fit of one variant of a Hub repo (by label, or by the name of one of its files)."""
+        info = await self.hub.client.model_info(repo_id)
+        repo_files = group_variants((s.rfilename, s.size) for s in info.siblings or ())
+        if filename is not None:
+            variant = next((v for v in repo_files.variants if filename in v.files), None)
+            if variant is None:
+                raise NotFoundError(f"{repo_id} has no GGUF model file {filename!r}")
+        elif quantization is not None:
+            found = repo_files.matching(quantization)
+            if len(found) > 1:
+                raise ambiguous(quantization, found, where=repo_id)
+            if not found:
+                raise NotFoundError(f"{repo_id} has no GGUF variant {quantization!r}")
+            variant = found[0]
+        else:
+            raise FitInputError("give quantization or filename")
+        target = await self.target(ram_gb, vram_gb)
+        headers = await self._variant_headers(info, variant)
+        result = _estimate(headers, target, context)
+        return VariantFit(
+            **_estimate_fields(result), repo_id=info.id, quantization=variant.quantization, files=variant.files,
+            target=_target_schema(target),
+        )
+
+    async def annotate_providers(
+        self, providers: list[GGUFProvider], context: int | None, ram_gb: float | None, vram_gb: float | None
+    ) -> list[GGUFProvider]:
+        """Providers with `fit` on each variant and each provider's `recommended_variant`.
+
+        A variant whose header cannot be read (gated, not GGUF, unknown architecture) gets no `fit` and
+        a reason on its provider; the other variants are unaffected.
+        """
+        target = await self.target(ram_gb, vram_gb)
+        limit = asyncio.Semaphore(HEADER_CONCURRENCY)
+
+        async def one_provider(provider: GGUFProvider) -> GGUFProvider:
+            provider = provider.model_copy(deep=True)
+            try:
+                info = await self.hub.client.model_info(provider.repo_id)
+            except ModelManagerError as error:
+                provider.reasons.append(f"fit unknown: {error.message}")
+                return provider
+
+            async def one_variant(variant: QuantVariant) -> None:
+                async with limit:
+                    try:
+                        headers = await self._variant_headers(info, variant)
+                        result = _estimate(headers, target, context)
+                    except (ModelManagerError, ShapeError) as error:
+                        message = getattr(error, "message", str(error))
+                        provider.reasons.append(f"fit of {variant.quantization} unknown: {message}")
+                        return
+                variant.fit = FitEstimate(**_estimate_fields(result))
+
+            await asyncio.gather(*(one_variant(v) for v in provider.variants))
+            provider.recommended_variant = recommend(provider.variants, target)
+            return provider
+
+        return list(await asyncio.gather(*(one_provider(p) for p in providers)))
+
+    async def _variant_headers(self, info: ModelInfo, variant: QuantVariant) -> list[GGUFHeader]:
+        siblings = {s.rfilename: s for s in info.siblings or ()}
+        commit = info.sha or "main"
+        refs = []
+        for name in variant.files:
+            sibling = siblings[name]
+            etag = (sibling.lfs.sha256 if sibling.lfs else None) or sibling.blob_id or commit
+            refs.append(HubFileRef(info.id, commit, name, etag, self.hub.client.file_url(info.id, name, commit)))
+        return list(await asyncio.gather(*(self.headers.header(ref) for ref in refs)))
+
+
+def recommend(variants: list[QuantVariant], target: Target) -> str | None:
+    """The best-quality variant that fits entirely on the GPU, or in RAM when the target has no GPU."""
+    wanted = "full_gpu" if any(target.gpu_free_bytes) else "cpu"
+    fitting = [v for v in variants if v.fit is not None and v.fit.fit == wanted]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda v: (quality_rank(_label(v)), -v.size_bytes)).quantization
+
+
+def _label(variant: QuantVariant) -> str | None:
+    return quantization_from_filename(variant.files[0]) or quantization_from_filename(variant.quantization)
+
+
+def _estimate(headers: list[GGUFHeader], target: Target, context: int | None) -> FitResult:
+    if context is not None and not 1 <= context <= MAX_CONTEXT:
+        raise FitInputError(f"context must be between 1 and {MAX_CONTEXT} tokens", {"context": context})
+    try:
+        return estimate(headers, target, context)
+    except ShapeError as error:
+        raise InvalidFileError(f"cannot size this model: {error}") from error
+    except GGUFFormatError:
+        raise
+
+
+def _estimate_fields(result: FitResult) -> dict:
+    return {
+        "fit": result.fit,
+        "gpu_layers": result.gpu_layers,
+        "total_layers": result.total_layers,
+        "memory": FitMemory(**vars(result.memory)),
+        "context_length": result.context_length,
+        "max_context_full_gpu": result.max_context_full_gpu,
+        "max_context_in_ram": result.max_context_in_ram,
+        "reasons": result.reasons,
+    }
+
+
+def _target_schema(target: Target) -> FitTarget:
+    return FitTarget(
+        ram_bytes=target.ram_bytes, gpu_free_bytes=list(target.gpu_free_bytes), unified_memory=target.unified_memory
+    )
+
+
+__all__ = ["FitInputError", "FitService", "recommend", "quantization_from_file_type"]
