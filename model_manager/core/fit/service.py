@@ -37,7 +37,7 @@ from model_manager.core.models import (
     VariantFit,
 )
 from model_manager.core.services.hub.remote_header import HubFileRef, RemoteHeaderReader
-from model_manager.core.services.hub.variants import ambiguous, group_variants
+from model_manager.core.services.hub.variants import group_variants
 from model_manager.core.services.huggingface_service import HuggingFaceService
 
 logger = logging.getLogger("model_manager.fit")
@@ -132,9 +132,11 @@ class FitService:
             if variant is None:
                 raise NotFoundError(f"{repo_id} has no GGUF model file {filename!r}")
         elif quantization is not None:
-            found = repo_files.matching(quantization)
+            found = _matching(repo_files.variants, quantization)
             if len(found) > 1:
-                raise ambiguous(quantization, found, where=repo_id)
+                labels = [v.quantization for v in found]
+                raise FitInputError(f"{quantization!r} matches several variants of {repo_id}: {', '.join(labels)}; "
+                                    "ask for one by its label", {"candidates": labels})
             if not found:
                 raise NotFoundError(f"{repo_id} has no GGUF variant {quantization!r}")
             variant = found[0]
@@ -193,6 +195,17 @@ class FitService:
             etag = (sibling.lfs.sha256 if sibling.lfs else None) or sibling.blob_id or commit
             refs.append(HubFileRef(info.id, commit, name, etag, self.hub.client.file_url(info.id, name, commit)))
         return list(await asyncio.gather(*(self.headers.header(ref) for ref in refs)))
+
+
+def _matching(variants: list[QuantVariant], quantization: str) -> list[QuantVariant]:
+    """The variants `quantization` names: that exact label, else that label in any case, else that quantization."""
+    for same in (lambda v: v.quantization == quantization,
+                 lambda v: v.quantization.casefold() == quantization.casefold(),
+                 lambda v: (quantization_from_filename(v.files[0]) or "").casefold() == quantization.casefold()):
+        found = [v for v in variants if same(v)]
+        if found:
+            return found
+    return []
 
 
 def recommend(variants: list[QuantVariant], target: Target) -> str | None:
