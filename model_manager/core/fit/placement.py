@@ -15,8 +15,8 @@ from model_manager.core.fit.shape import ModelShape
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-GPU_MARGIN_BYTES = 256 * MIB  # kept free on each GPU in use: driver context, allocator slack
-RUNTIME_OVERHEAD_BYTES = 128 * MIB  # the process itself: runtime, threads, tokenizer, small buffers
+GPU_MARGIN_BYTES = 384 * MIB  # kept free on each GPU in use: driver context, allocator slack
+RUNTIME_OVERHEAD_BYTES = 128 * MIB  # on the CPU: the process itself, repacked weights, small buffers
 MAX_SEARCHED_CONTEXT = 1 << 20
 
 
@@ -90,15 +90,9 @@ def _need(shape: ModelShape, context: int, cache_type: str, ubatch: int) -> _Nee
     )
 
 
-def _offload(need: _Need, target: Target) -> tuple[int, bool, int]:
-    """(layers on GPUs, output layer on a GPU, bytes on GPUs) for the largest offload that fits."""
-    budgets = [free - GPU_MARGIN_BYTES - need.compute for free in target.gpu_free_bytes]
-    budgets = [b for b in budgets if b > 0]
-    if not budgets:
-        return 0, False, 0
-    remaining = list(need.layers)
-    placed = used = 0
-    gpu_index = len(budgets) - 1  # fill from the last layer backwards, the last GPU first
+def _fill(layers: list[int], budgets: list[int]) -> tuple[int, int]:
+    """(layers placed, GPUs used) filling the GPUs' budgets with the last layers first, the last GPU first."""
+    remaining, placed, gpu_index = list(layers), 0, len(budgets) - 1
     free = budgets[gpu_index]
     while remaining:
         size = remaining[-1]
@@ -108,14 +102,26 @@ def _offload(need: _Need, target: Target) -> tuple[int, bool, int]:
         if size > free:
             break
         free -= size
-        used += size
         placed += 1
         remaining.pop()
-    output_on_gpu = not remaining and need.output <= max(budgets)
-    if output_on_gpu:
-        used += need.output
-    gpus_used = len(budgets) - gpu_index if placed else 0
-    return placed, output_on_gpu, used + gpus_used * (need.compute + GPU_MARGIN_BYTES) if placed else 0
+    return placed, (len(budgets) - gpu_index if placed else 0)
+
+
+def _offload(need: _Need, target: Target) -> tuple[int, bool, int]:
+    """(layers on GPUs, output layer on a GPU, bytes on GPUs) for the largest offload that fits."""
+    budgets = [free - GPU_MARGIN_BYTES - need.compute for free in target.gpu_free_bytes]
+    budgets = [b for b in budgets if b > 0]
+    if not budgets:
+        return 0, False, 0
+    # Everything: the output layer sits with the last layers, on the last GPU.
+    if need.output <= budgets[-1]:
+        placed, gpus = _fill(need.layers, [*budgets[:-1], budgets[-1] - need.output])
+        if placed == len(need.layers):
+            return placed, True, sum(need.layers) + need.output + gpus * (need.compute + GPU_MARGIN_BYTES)
+    placed, gpus = _fill(need.layers, budgets)
+    if not placed:
+        return 0, False, 0
+    return placed, False, sum(need.layers[len(need.layers) - placed:]) + gpus * (need.compute + GPU_MARGIN_BYTES)
 
 
 def _verdict(need: _Need, n_layer: int, target: Target) -> tuple[str, int, int, int]:
@@ -160,7 +166,8 @@ def place(
         raise ValueError("the context must be at least 1 token")
     need = _need(shape, context, cache_type, ubatch)
     fit, gpu_layers, gpu_bytes, ram_bytes = _verdict(need, shape.n_layer, target)
-    overhead = RUNTIME_OVERHEAD_BYTES + (GPU_MARGIN_BYTES if gpu_bytes else 0)
+    # The margin of the device that holds the most: the GPU's when layers go there, else the process's own.
+    overhead = GPU_MARGIN_BYTES if gpu_bytes else RUNTIME_OVERHEAD_BYTES
     memory = Memory(
         weights_bytes=need.weights,
         kv_cache_bytes=need.kv,

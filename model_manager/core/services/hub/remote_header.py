@@ -99,7 +99,8 @@ class RemoteHeaderReader:
                     url, headers = final_url, {}  # the CDN: no token, and no second trip through the Hub
                 complete = file_size is not None and len(data) >= file_size
                 try:
-                    header = parse_gguf_header(bytes(data), file_size if complete else None)
+                    # Only the header is wanted: where the tensor data ends is not checked against the size.
+                    header = parse_gguf_header(bytes(data))
                 except GGUFTruncatedError:
                     if complete or not chunk or wanted >= MAX_HEADER_BYTES:
                         raise GGUFFormatError(
