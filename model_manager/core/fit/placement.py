@@ -197,6 +197,9 @@ def _reasons(result: FitResult, shape: ModelShape, target: Target, need: _Need, 
     if result.fit == "full_gpu":
         reasons.append(f"All {shape.n_layer} layers and the output layer fit in {_gib(vram)} of free VRAM "
                        f"({_gib(memory.gpu_bytes)} needed).")
+    elif result.fit == "partial_gpu" and result.gpu_layers == shape.n_layer:
+        reasons.append(f"All {shape.n_layer} layers fit in {_gib(vram)} of free VRAM but not the output layer, "
+                       "which then runs on the CPU.")
     elif result.fit == "partial_gpu":
         reasons.append(f"{result.gpu_layers} of {shape.n_layer} layers fit in {_gib(vram)} of free VRAM; "
                        "the rest runs on the CPU, much slower.")

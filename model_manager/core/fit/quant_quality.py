@@ -13,10 +13,10 @@ QUALITY_ORDER: tuple[str, ...] = (
     "Q6_K_XL", "Q6_K_L", "Q6_K",
     "Q5_K_XL", "Q5_K_L", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0",
     "Q4_K_XL", "Q4_K_L", "Q4_K_M", "Q4_K_S", "IQ4_NL", "IQ4_XS", "Q4_1", "Q4_0",
-    "Q4_0_8_8", "Q4_0_4_8", "Q4_0_4_4", "MXFP4",
+    "Q4_0_8_8", "Q4_0_4_8", "Q4_0_4_4", "MXFP4", "NVFP4",
     "Q3_K_XL", "Q3_K_L", "Q3_K_M", "IQ3_M", "IQ3_S", "Q3_K_S", "IQ3_XS", "IQ3_XXS",
     "Q2_K_XL", "Q2_K_L", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS",
-    "TQ2_0", "TQ1_0", "IQ1_M", "IQ1_S",
+    "TQ2_0", "TQ1_0", "IQ1_M", "IQ1_S", "Q1_0",
 )
 _RANK = {label: index for index, label in enumerate(QUALITY_ORDER)}
 
