@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,7 +32,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "PATH_NOT_ALLOWED": 403,
     "GATED_REPO": 403,
     "FILE_IN_USE": 409,
+    "CROSS_FILESYSTEM": 409,
     "DOWNLOAD_FINISHED": 409,
+    "AMBIGUOUS_VARIANT": 409,
     "INSUFFICIENT_STORAGE": 507,
     "TOO_MANY_SUBSCRIBERS": 503,
     "RATE_LIMITED": 429,
@@ -102,7 +105,21 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
     details = {"max_bytes": exc.max_bytes} if isinstance(exc, PayloadTooLargeError) else None
-    return error_response(exc.status_code, code, message, details, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    allowed = _documented_methods(request) if exc.status_code == 405 else None
+    if allowed:
+        headers = {**(headers or {}), "Allow": allowed}
+    return error_response(exc.status_code, code, message, details, headers)
+
+
+def _documented_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document gives the request's path. Starlette's 405 names the methods of the
+    first route with that path only, though a path such as /local/models/{model_id} has GET and DELETE."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods.update(method.upper() for method in operations)
+    return ", ".join(sorted(methods)) or None
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -68,6 +68,20 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (repo_id, revision_commit, filename, etag)
     );
     """,
+    # Models registered where they lie outside MODELS_DIR (the library never removes their files), and the
+    # links and manifests that make a model appear in other tools (docs/exports.md).
+    """
+    ALTER TABLE local_models ADD COLUMN external INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE model_exports (
+        model_id TEXT NOT NULL REFERENCES local_models (model_id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_paths TEXT NOT NULL DEFAULT '[]',
+        details TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (model_id, target)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -100,10 +114,23 @@ class ModelRecord:
     last_accessed: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     is_downloaded: bool = False
+    external: bool = False  # registered where it lies, outside MODELS_DIR: the library never removes its files
 
     @property
     def all_paths(self) -> list[str]:
         return self.part_paths or [self.file_path]
+
+
+@dataclass
+class ExportRecord:
+    """A model made visible to another tool. `created_paths` are the links and files we made, nothing else."""
+
+    model_id: str
+    target: str
+    name: str
+    created_paths: list[str]
+    details: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass
@@ -209,6 +236,7 @@ class Catalogue:
             last_accessed=_dt(row["last_accessed"]),
             metadata=json.loads(row["metadata"]),
             is_downloaded=bool(row["is_downloaded"]),
+            external=bool(row["external"]),
         )
 
     def insert_model(self, model: ModelRecord) -> ModelRecord:
@@ -216,8 +244,8 @@ class Catalogue:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO local_models (model_id, state, original_repo_id, display_name, file_path, part_paths,"
-                " file_size_bytes, file_hash, imported_at, last_accessed, metadata, is_downloaded)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " file_size_bytes, file_hash, imported_at, last_accessed, metadata, is_downloaded, external)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     model.model_id,
                     model.state,
@@ -231,6 +259,7 @@ class Catalogue:
                     _iso(model.last_accessed),
                     json.dumps(model.metadata),
                     int(model.is_downloaded),
+                    int(model.external),
                 ),
             )
         return model
@@ -266,6 +295,35 @@ class Catalogue:
     def delete_model(self, model_id: str) -> bool:
         with self._transaction() as db:
             cursor = db.execute("DELETE FROM local_models WHERE model_id = ?", (model_id,))
+        return cursor.rowcount > 0
+
+    # ------------------------------------------------------------ exports
+
+    def save_export(self, export: ExportRecord) -> None:
+        """Insert or replace the export of a model to a target."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO model_exports (model_id, target, name, created_paths, details, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (export.model_id, export.target, export.name, json.dumps(export.created_paths),
+                 json.dumps(export.details), _iso(export.created_at)),
+            )
+
+    def list_exports(self, model_id: str | None = None) -> list[ExportRecord]:
+        query, params = "SELECT * FROM model_exports", ()
+        if model_id is not None:
+            query, params = query + " WHERE model_id = ?", (model_id,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at, target", params).fetchall()
+        return [
+            ExportRecord(row["model_id"], row["target"], row["name"], json.loads(row["created_paths"]),
+                         json.loads(row["details"]), _dt(row["created_at"]))
+            for row in rows
+        ]
+
+    def delete_export(self, model_id: str, target: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM model_exports WHERE model_id = ? AND target = ?", (model_id, target))
         return cursor.rowcount > 0
 
     # ------------------------------------------------------------ downloads

@@ -56,12 +56,30 @@ class FileInUseError(ModelManagerError):
     error_code = "FILE_IN_USE"
 
 
+class AmbiguousVariantError(ModelManagerError):
+    """A requested quantization names more than one variant of the repo; `details["candidates"]` lists them."""
+
+    error_code = "AMBIGUOUS_VARIANT"
+
+
+class CrossFilesystemError(ModelManagerError):
+    """A hard link was asked for between two filesystems, or on one that has none."""
+
+    error_code = "CROSS_FILESYSTEM"
+
+
 class DownloadFinishedError(ModelManagerError):
     error_code = "DOWNLOAD_FINISHED"
 
 
 class InsufficientStorageError(ModelManagerError):
     error_code = "INSUFFICIENT_STORAGE"
+
+
+class TooManySubscribersError(ModelManagerError):
+    """Every slot for a live download status stream (SSE) is taken."""
+
+    error_code = "TOO_MANY_SUBSCRIBERS"
 
 
 class RateLimitedError(ModelManagerError):

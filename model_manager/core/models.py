@@ -47,13 +47,13 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: str | None = None
-    license: str | None = None
+    task: str | None = Field(default=None, max_length=200)
+    license: str | None = Field(default=None, max_length=200)
     min_downloads: int | None = Field(default=None, ge=0)
     min_likes: int | None = Field(default=None, ge=0)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=20)
     gguf: bool | None = None
-    author: str | None = None
+    author: str | None = Field(default=None, max_length=200)
 
 
 class ModelInfoShort(BaseModel):
@@ -211,13 +211,38 @@ class DownloadState(str, Enum):
         return self in (DownloadState.completed, DownloadState.failed, DownloadState.cancelled)
 
 
+# The repo file names a download takes, as a JSON Schema pattern: exactly what `check_repo_filename` accepts
+# (no control character, backslash, leading '/', empty, '.' or '..' segment, nor ':' in the first segment; the
+# base name ends in .gguf in any case). Shown in the OpenAPI document; the check itself answers 400 INVALID_FILE.
+_NAME_CHAR, _FIRST_CHAR = r"[^\x00-\x1f\x7f\\/]", r"[^\x00-\x1f\x7f\\/:]"
+_SEGMENT = rf"(?:\.\.{_NAME_CHAR}+|\.?[^\x00-\x1f\x7f\\/.]{_NAME_CHAR}*)"
+_FIRST_SEGMENT = rf"(?:\.\.{_FIRST_CHAR}+|\.?[^\x00-\x1f\x7f\\/.:]{_FIRST_CHAR}*)"
+_GGUF = r"\.[gG][gG][uU][fF]"
+REPO_FILENAME_PATTERN = rf"^(?:{_FIRST_SEGMENT}/(?:{_SEGMENT}/)*{_NAME_CHAR}+{_GGUF}|{_FIRST_CHAR}+{_GGUF})$"
+
+
 class DownloadRequest(BaseModel):
     """Either `filename` (one file) or `quantization` (every file of that variant, split parts included)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # Exactly one of the two, as a string (the code answers 400 INVALID_FILE otherwise).
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"filename": {"type": "string"}}, "required": ["filename"]},
+                {"properties": {"quantization": {"type": "string"}}, "required": ["quantization"]},
+            ]
+        },
+    )
 
-    repo_id: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-    filename: str | None = Field(default=None, min_length=1, max_length=REPO_FILENAME_MAX_LENGTH)
+    repo_id: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
+    filename: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=REPO_FILENAME_MAX_LENGTH,
+        json_schema_extra={"pattern": REPO_FILENAME_PATTERN},
+        description="The file's path in the repo, such as `Q4_K_M/model-Q4_K_M.gguf`",
+    )
     quantization: str | None = Field(default=None, min_length=1, max_length=VARIANT_LABEL_MAX_LENGTH)
     revision: str = Field(default="main", min_length=1, max_length=200)
 
@@ -269,13 +294,53 @@ class LocalModel(BaseModel):
     last_accessed: Timestamp | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     is_downloaded: bool = False
+    external: bool = Field(
+        default=False, description="(+) Registered where it lies outside MODELS_DIR: deleting the model keeps its files"
+    )
+    exports: list[ModelExport] = Field(default_factory=list, description="(+) Where other tools see this model")
+    run: dict[str, str] = Field(
+        default_factory=dict, description="(+) Ready-to-paste commands per tool: llama.cpp, and each export's"
+    )
+
+
+ExportTarget = Literal["ollama", "lmstudio", "hf-cache"]
+
+
+class ModelExport(BaseModel):
+    """(+) A model made visible to another tool, by links only."""
+
+    target: ExportTarget
+    name: str = Field(description="The model's name in that tool: name:tag, publisher/repo, or org/name")
+    method: Literal["hardlink", "symlink", "existing"] = Field(
+        description="How the tool reaches the bytes: hard links, symlinks (MODELS_DIR on another filesystem), or "
+        "its own copy that was already there"
+    )
+    created_paths: list[str] = Field(description="The links and small files this export made; only these are removed")
+    details: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    created_at: Timestamp
+
+
+class ExportRequest(BaseModel):
+    """(+) Body of `POST /local/models/{model_id}/exports`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: ExportTarget
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="Default: from the repo or name")
 
 
 class ImportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    file_path: str = Field(min_length=1, max_length=4096)
-    action: Literal["copy", "move"] = "copy"
+    # Absolute (a relative path is 403 PATH_NOT_ALLOWED, as is one outside IMPORT_ALLOWED_DIRS).
+    file_path: str = Field(min_length=1, max_length=4096, json_schema_extra={"pattern": "^/"})
+    action: Literal["copy", "move", "link", "register"] = Field(
+        default="copy",
+        description="copy; move (a rename on the same filesystem); link (+, a hard link into MODELS_DIR, no "
+        "byte copied, same filesystem only: else 409 CROSS_FILESYSTEM); register (+, the file stays where it "
+        "is and the library never removes it)",
+    )
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -326,3 +391,74 @@ class RescanResult(BaseModel):
     kept_foreign: list[str] = Field(description="Files left alone: not GGUF, unreadable, or incomplete split sets")
     dry_run: bool = False
     would_adopt: list[str] = Field(default_factory=list, description="Dry run: the files that would be registered")
+
+
+# ---------------------------------------------------------------- Discover (+): models other tools hold (docs/discovery.md)
+
+DiscoveredTool = Literal["ollama", "lmstudio", "hf-cache", "llama.cpp", "folder"]
+
+
+class DiscoveredModel(BaseModel):
+    """A GGUF model another tool keeps on this machine, with a valid header."""
+
+    tool: DiscoveredTool
+    name: str = Field(description="Its name in that tool: `llama3.2:latest`, `publisher/repo/file.gguf`, ...")
+    path: str = Field(description="The file, or a split model's first part, as the tool spells it")
+    part_paths: list[str] = Field(description="Every file of the model in order (one for an unsplit model)")
+    size_bytes: int
+    repo_id: str | None = None
+    quantization: str | None = None
+    architecture: str | None = None
+    projector_path: str | None = Field(default=None, description="The vision projector that goes with it")
+    sha256: str | None = Field(default=None, description="Set when the layout names it (Ollama and HF LFS blobs)")
+    in_library: bool = Field(description="The library holds this file (same inode) or these bytes (same SHA-256)")
+    library_model_id: str | None = None
+    zero_copy: bool = Field(description="Same filesystem as MODELS_DIR: `link` imports it without a copy")
+    import_blocked: str | None = Field(default=None, description="Why POST /local/discover/import would refuse it")
+    also_named: list[str] = Field(default_factory=list, description="The same file under other names: `<tool> <name>`")
+
+
+class DiscoverySkip(BaseModel):
+    tool: DiscoveredTool
+    path: str
+    reason: str
+
+
+class DiscoveryLocation(BaseModel):
+    """A place discover looked in."""
+
+    tool: DiscoveredTool
+    path: str
+    exists: bool
+
+
+class DiscoverResult(BaseModel):
+    """`GET /local/discover` (+)."""
+
+    models: list[DiscoveredModel]
+    skipped: list[DiscoverySkip] = Field(description="What could not be used (broken manifests, dangling links, unreadable folders), and why")
+    searched: list[DiscoveryLocation]
+
+
+class DiscoverImportRequest(BaseModel):
+    """`POST /local/discover/import` (+): models that `GET /local/discover` lists, by their `path`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=200)
+    action: Literal["link", "register", "copy"] = "link"
+
+
+class DiscoverImportItem(BaseModel):
+    path: str
+    status: Literal["imported", "already_in_library", "failed"]
+    model: LocalModel | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+class DiscoverImportResult(BaseModel):
+    results: list[DiscoverImportItem]
+    imported: int
+    already_in_library: int
+    failed: int

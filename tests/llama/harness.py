@@ -20,7 +20,7 @@ SCRIPT = HERE / "measure.mjs"
 MIB = 1024 * 1024
 DEFAULT_UBATCH = 512
 
-_BUFFER = re.compile(r"^(?P<stage>\w+):\s+(?P<device>\S+)\s+(?P<kind>model|KV|output|compute) buffer size =\s+(?P<mib>[\d.]+) MiB")
+_BUFFER = re.compile(r"^(?P<stage>\w+):\s+(?P<device>\S+)\s+(?P<kind>model|KV|RS|output|compute) buffer size =\s+(?P<mib>[\d.]+) MiB")
 _CONTEXT = re.compile(r"^@@context (\d+)")
 _N_CTX = re.compile(r"n_ctx\s+=\s+(\d+)")
 _N_UBATCH = re.compile(r"n_ubatch\s+=\s+(\d+)")
@@ -55,16 +55,25 @@ def available() -> bool:
 
 
 def measure_contexts(path: str | os.PathLike[str], contexts: list[int], ubatch: int = DEFAULT_UBATCH,
-                     timeout: float = 120) -> list[ContextMeasurement]:
+                     timeout: float = 120, flash_attention: bool | None = None,
+                     cache_type: str | None = None) -> list[ContextMeasurement]:
     """Load the GGUF at `path` once in llama.cpp (CPU, mmap) and create one context per size in `contexts`.
 
     Returns one `ContextMeasurement` per context, in order; the model buffers are the same in each.
+    `flash_attention` forces flash attention on or off; None lets llama.cpp decide, as it does by default.
+    `cache_type` ("q8_0", "q4_0"...) sets the KV cache's type; None keeps llama.cpp's f16.
     Raises `LlamaUnavailable` when node-llama-cpp is not installed, `RuntimeError` (with llama.cpp's
     output) when the model or a context fails to load.
     """
     if not available():
         raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
     env = {**os.environ, "NODE_LLAMA_CPP_SKIP_DOWNLOAD": "true"}
+    env.pop("MEASURE_FLASH_ATTENTION", None)
+    env.pop("MEASURE_CACHE_TYPE", None)
+    if cache_type is not None:
+        env["MEASURE_CACHE_TYPE"] = cache_type.upper()
+    if flash_attention is not None:
+        env["MEASURE_FLASH_ATTENTION"] = "on" if flash_attention else "off"
     result = subprocess.run(
         ["node", str(SCRIPT), os.fspath(path), str(ubatch), *map(str, contexts)],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE,
@@ -104,8 +113,34 @@ def _parse(stdout: str) -> list[ContextMeasurement]:
             else:
                 model += size
         elif current is not None:
-            attribute = {"KV": "kv_bytes", "output": "output_bytes", "compute": "compute_bytes"}[kind]
+            # RS: a recurrent model's state, which it holds instead of a KV cache
+            attribute = {"KV": "kv_bytes", "RS": "kv_bytes", "output": "output_bytes", "compute": "compute_bytes"}[kind]
             setattr(current, attribute, getattr(current, attribute) + size)
     for measurement in found:  # the model's buffers are allocated once, whichever context they were logged near
         measurement.model_bytes, measurement.repack_bytes = model, repack
     return found
+
+
+EVALUATE_SCRIPT = HERE / "evaluate.mjs"
+
+
+def generate_tokens(paths: list[str | os.PathLike[str]], count: int = 4, timeout: float = 180) -> list[list[int]]:
+    """Load each GGUF in `paths` in llama.cpp exactly as found there (the loader follows links itself)
+    and generate `count` tokens greedily after "Hello"; the token ids per model, in order. Raises
+    `LlamaUnavailable`, and `RuntimeError` with llama.cpp's output when a model cannot be loaded or run."""
+    if not available():
+        raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
+    env = {**os.environ, "NODE_LLAMA_CPP_SKIP_DOWNLOAD": "true"}
+    env.pop("MEASURE_FLASH_ATTENTION", None)
+    env.pop("MEASURE_CACHE_TYPE", None)
+    if cache_type is not None:
+        env["MEASURE_CACHE_TYPE"] = cache_type.upper()
+    if flash_attention is not None:
+        env["MEASURE_FLASH_ATTENTION"] = "on" if flash_attention else "off"
+    result = subprocess.run(["node", str(EVALUATE_SCRIPT), str(count), *map(os.fspath, paths)],
+                            capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+    found = {int(m[1]): [int(t) for t in m[3].split(",") if t]
+             for m in re.finditer(r"^@@tokens (\d+) (\d+) ([\d,]*)$", result.stdout, re.MULTILINE)}
+    if result.returncode != 0 or len(found) != len(paths):
+        raise RuntimeError(f"llama.cpp could not evaluate {paths}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return [found[index] for index in range(len(paths))]

@@ -33,6 +33,7 @@ class NewModel:
     metadata: dict[str, Any]
     original_repo_id: str | None = None
     is_downloaded: bool = False
+    external: bool = False  # its files stay where they are, outside MODELS_DIR, and are never removed by us
 
 
 class CommitStep(LibraryState):
@@ -103,6 +104,7 @@ class CommitStep(LibraryState):
             original_repo_id=new_model.original_repo_id,
             metadata=metadata,
             is_downloaded=new_model.is_downloaded,
+            external=new_model.external,
         )
         try:
             self.catalogue.insert_model(record)
@@ -116,17 +118,23 @@ class CommitStep(LibraryState):
                     if item.unchanged_since is not None and not files.same_file(os.stat(final), item.unchanged_since):
                         raise files.changed_error(item.name)
                     continue
-                files.rename_no_replace(item.source, final)
+                if item.link:
+                    os.link(item.source, final, follow_symlinks=False)  # never replaces: EEXIST instead
+                else:
+                    files.rename_no_replace(item.source, final)
                 moved.append((item, final))
                 if item.unchanged_since is not None and not files.same_file(os.stat(final), item.unchanged_since):
                     raise files.changed_error(item.name)
-            for folder in {self.models_dir} | {item.source.parent for item in moving}:
+            for folder in {self.models_dir} | {item.source.parent for item in moving if not item.link}:
                 files.fsync_dir(folder)
             self.catalogue.mark_model_ready(record.model_id)
         except BaseException as error:
             for item, final in reversed(moved):
                 try:
-                    files.rename_no_replace(final, item.source)
+                    if item.link:
+                        os.unlink(final)  # our own link; the source keeps its name
+                    else:
+                        files.rename_no_replace(final, item.source)
                 except OSError:
                     logger.exception("could not move %s back to %s", final, item.source)
             with contextlib.suppress(Exception):

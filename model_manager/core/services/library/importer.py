@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from model_manager.core.catalogue import ModelRecord
-from model_manager.core.errors import FileInUseError, InvalidFileError, PathNotAllowedError, SourceFileNotFoundError
-from model_manager.core.gguf_format import GGUFHeader, summarize_metadata
+from model_manager.core.errors import (
+    CrossFilesystemError,
+    FileInUseError,
+    InvalidFileError,
+    PathNotAllowedError,
+    SourceFileNotFoundError,
+)
+from model_manager.core.gguf_format import GGUFHeader, is_gguf_filename, parse_split_name, split_part_names, summarize_metadata
 from model_manager.core.models import LocalModel
 from model_manager.core.services.library import files
 from model_manager.core.services.library.commit import CommitStep, NewModel
@@ -35,25 +41,54 @@ class Source:
     existing: ModelRecord | None = None  # the source is this model's own file: nothing to do
 
 
+ImportAction = Literal["copy", "move", "link", "register"]
+
+
+def _library_names(paths: list[str], library_name: str | None) -> list[str | None]:
+    """The library's names for the files of one model: `library_name` (a split model's parts follow its
+    stem), or None to keep each file's own name."""
+    if library_name is None or len(paths) == 1:
+        return [library_name] + [None] * (len(paths) - 1)
+    split = parse_split_name(library_name)
+    stem = split.stem if split is not None else library_name[: -len(".gguf")]
+    return list(split_part_names(stem, len(paths)))
+
+
 class FileImports(CommitStep):
     """Imports a file from a folder of IMPORT_ALLOWED_DIRS, and adopts the verified files of a download."""
 
     async def import_file(
-        self, file_path: str, action: Literal["copy", "move"] = "copy", display_name: str | None = None
+        self,
+        file_path: str,
+        action: ImportAction = "copy",
+        display_name: str | None = None,
+        *,
+        library_name: str | None = None,
+        part_paths: list[str] | None = None,
     ) -> tuple[LocalModel, bool]:
         """Add the GGUF file at `file_path` (absolute, on this server) to the library.
 
         Returns `(model, created)`: when a model with the same SHA-256 is already there, that model and
         False, and nothing is copied or moved. `move` renames the file on the same filesystem and removes
         the source only after the model is registered otherwise; the source is never removed on failure.
-        A part of a split model is imported as a model of its own: importing all parts as one is out of scope.
+        `link` adds a hard link in MODELS_DIR (no byte copied; same filesystem only). `register` keeps the
+        file where it is: the library then never removes it. `library_name` is the `.gguf` name to use in
+        the library (an Ollama blob has none); `part_paths` are the other parts of a split model, in order
+        (not with `move`).
 
         Raises `PathNotAllowedError` for a relative path, `..`, or a real path (symlinks resolved) outside
         IMPORT_ALLOWED_DIRS — checked before existence, so nothing is revealed about other folders;
         `SourceFileNotFoundError` when it does not exist; `InvalidFileError` when it is not a regular file,
-        not named `.gguf`, not a readable GGUF file, or changes while imported; `InsufficientStorageError`.
+        not named `.gguf`, not a readable GGUF file, or changes while imported; `FileInUseError` for a
+        file of the library's own; `CrossFilesystemError` for `link` across filesystems;
+        `InsufficientStorageError`.
         """
-        source = await asyncio.to_thread(self._inspect_source, file_path, action)
+        if part_paths or action in ("link", "register"):
+            if library_name is None and not is_gguf_filename(file_path):
+                # Another tool's file without a .gguf name (an Ollama blob): named after the display name.
+                library_name = files.safe_name(f"{display_name or Path(file_path).name}.gguf")
+            return await self._import_set([file_path, *(part_paths or [])], action, display_name, library_name)
+        source = await asyncio.to_thread(self._inspect_source, file_path, action, library_name)
         if source.existing is not None:
             return to_api(source.existing), False
         digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
@@ -82,7 +117,63 @@ class FileImports(CommitStep):
                 logger.warning("imported %s but could not remove the source", source.path, exc_info=True)
         return to_api(record), created
 
-    def _inspect_source(self, file_path: str, action: str) -> Source:
+    async def _import_set(
+        self, paths: list[str], action: ImportAction, display_name: str | None, library_name: str | None
+    ) -> tuple[LocalModel, bool]:
+        """Import one model made of `paths` (one file, or every part of a split model) by copy, link or register."""
+        if action == "move":
+            raise InvalidFileError("a split model is imported by copy, link or register, not move")
+        names = _library_names(paths, library_name)
+        sources = [await asyncio.to_thread(self._inspect_source, path, action, name) for path, name in zip(paths, names)]
+        if sources[0].existing is not None:
+            return to_api(sources[0].existing), False
+        if any(source.existing is not None for source in sources):
+            raise FileInUseError("a part of this model is already another model of the library", {"file_path": paths[0]})
+        digests = [await asyncio.to_thread(files.hash_file, s.path, s.stat) for s in sources]
+        for digest in digests:
+            existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
+            if existing is not None:
+                return to_api(existing), False
+        if action == "link":
+            for source in sources:
+                if not await asyncio.to_thread(files.same_filesystem, source.path.parent, self.models_dir):
+                    raise CrossFilesystemError(
+                        f"{source.path} is on another filesystem than MODELS_DIR, so it cannot be linked; "
+                        "use action copy (or register, to keep it where it is)",
+                        {"file_path": str(source.path), "models_dir": str(self.models_dir)},
+                    )
+        new_model = NewModel(
+            files.choose_display_name(display_name, sources[0].name),
+            summarize_metadata(sources[0].header, sources[0].name),
+            external=action == "register",
+        )
+        if action == "copy":
+            items = []
+            try:
+                for source, digest in zip(sources, digests):
+                    items.append((await self._stage_copy(source.path, source.stat, digest, source.name))[0])
+            except BaseException:
+                for item in items:
+                    await self._discard(item.staging)
+                raise
+        else:
+            items = [
+                Incoming(s.path, s.name, digest, s.stat.st_size, unchanged_since=s.stat,
+                         in_place=action == "register", link=action == "link")
+                for s, digest in zip(sources, digests)
+            ]
+        try:
+            record, created = await self._register(items, new_model)
+        except OSError as error:
+            if error.errno in (errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP) and action == "link":
+                raise CrossFilesystemError(
+                    f"the filesystem of MODELS_DIR refuses a hard link to {paths[0]} ({error.strerror}); "
+                    "use action copy or register", {"file_path": paths[0]},
+                ) from error
+            raise
+        return to_api(record), created
+
+    def _inspect_source(self, file_path: str, action: str, library_name: str | None = None) -> Source:
         if "\x00" in file_path or not os.path.isabs(file_path):
             raise PathNotAllowedError(
                 "file_path must be an absolute path on the server, such as /home/me/models/model.gguf",
@@ -109,7 +200,7 @@ class FileImports(CommitStep):
         existing = self._library_file(file_path, real, info)
         if existing is not None:
             return Source(Path(real), Path(real).name, info, None, existing=existing)
-        name = files.safe_name(Path(file_path).name)
+        name = files.safe_name(library_name or Path(file_path).name)
         if action == "move":
             if os.path.islink(file_path):
                 raise InvalidFileError(

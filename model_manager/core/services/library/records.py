@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
-from model_manager.core.catalogue import ModelRecord
-from model_manager.core.models import LocalModel, LocalModelSort
+from model_manager.core.catalogue import ExportRecord, ModelRecord
+from model_manager.core.models import LocalModel, LocalModelSort, ModelExport
 
 
-def to_api(record: ModelRecord) -> LocalModel:
+def to_api_export(export: ExportRecord) -> ModelExport:
+    details = dict(export.details)
+    method = details.pop("method", "hardlink")
+    notes = details.pop("notes", [])
+    return ModelExport(
+        target=export.target, name=export.name, method=method, created_paths=export.created_paths,
+        details=details, notes=notes, created_at=export.created_at,
+    )
+
+
+def to_api(record: ModelRecord, exports: Iterable[ExportRecord] = ()) -> LocalModel:
+    """The model as the API shows it, with its exports and ready-to-paste run commands."""
+    exports = list(exports)
     return LocalModel(
         model_id=record.model_id,
         original_repo_id=record.original_repo_id,
@@ -20,7 +34,25 @@ def to_api(record: ModelRecord) -> LocalModel:
         last_accessed=record.last_accessed,
         metadata=record.metadata,
         is_downloaded=record.is_downloaded,
+        external=record.external,
+        exports=[to_api_export(export) for export in exports],
+        run=run_hints(record, exports),
     )
+
+
+DEFAULT_RUN_CONTEXT = 8192  # what `-c` the llama.cpp hint asks for, at most the model's own context
+
+
+def run_hints(record: ModelRecord, exports: list[ExportRecord]) -> dict[str, str]:
+    """Commands that run the model: llama.cpp on our file, and the command of each export's tool."""
+    trained = record.metadata.get("context_length")
+    context = min(trained, DEFAULT_RUN_CONTEXT) if isinstance(trained, int) and trained > 0 else 4096
+    hints = {"llama.cpp": f"llama-server -m {shlex.quote(record.file_path)} -c {context}"}
+    for export in exports:
+        command = export.details.get("run") or export.details.get("load")
+        if command:
+            hints[export.target] = command
+    return hints
 
 
 def matches(model: LocalModel, needle: str) -> bool:

@@ -14,6 +14,7 @@ from model_manager.core.models import LocalModel, LocalModelSort
 from model_manager.core.services import open_files
 from model_manager.core.services.library import files
 from model_manager.core.services.library.cleanup import StatsAndCleanup
+from model_manager.core.services.library.exports import Exports
 from model_manager.core.services.library.importer import FileImports
 from model_manager.core.services.library.reconcile import Reconciliation
 from model_manager.core.services.library.records import matches, sort_models, to_api
@@ -21,7 +22,7 @@ from model_manager.core.services.library.state import _in_thread_to_completion
 from model_manager.core.services.library.uploads import Uploads
 
 
-class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
+class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup, Exports):
     """The library of model files. Create one per process; every method is safe to call concurrently."""
 
     async def list_models(self, q: str | None = None, sort: LocalModelSort = LocalModelSort.imported) -> list[LocalModel]:
@@ -29,8 +30,11 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
 
         `sort`: imported (oldest first), name, size (largest first), last_accessed (most recent first).
         """
-        records = await asyncio.to_thread(self.catalogue.list_models)
-        models = [to_api(record) for record in records]
+        records, exports = await asyncio.to_thread(lambda: (self.catalogue.list_models(), self.catalogue.list_exports()))
+        by_model: dict[str, list] = {}
+        for export in exports:
+            by_model.setdefault(export.model_id, []).append(export)
+        models = [to_api(record, by_model.get(record.model_id, ())) for record in records]
         if q:
             models = [model for model in models if matches(model, q.casefold())]
         return sort_models(models, sort)
@@ -42,7 +46,7 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
             raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
         record.last_accessed = utc_now()
         await asyncio.to_thread(self.catalogue.touch_model, model_id, record.last_accessed)
-        return to_api(record)
+        return to_api(record, await asyncio.to_thread(self.catalogue.list_exports, model_id))
 
     async def delete_model(self, model_id: str, force: bool = False) -> None:
         """Remove the model's row, then its files.
@@ -81,8 +85,10 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup):
             )
 
     def _remove_model(self, record: ModelRecord) -> None:
+        self._remove_all_exports(record)  # first, while their links can still be checked against our files
         self.catalogue.delete_model(record.model_id)
-        files.remove_files(record.all_paths)
+        if not record.external:  # a model registered where it lies outside MODELS_DIR keeps its files
+            files.remove_files(record.all_paths)
 
     def mark_in_use(self, path: str | os.PathLike[str]) -> None:
         """Mark a file as being written (or read) by someone, so deleting its model answers FILE_IN_USE."""

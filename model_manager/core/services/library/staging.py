@@ -87,4 +87,5 @@ class Incoming:
     size_bytes: int
     staging: StagingFile | None = None  # set when `source` is our own staged copy
     unchanged_since: os.stat_result | None = None  # a client's file renamed in place must still be this one
-    in_place: bool = False  # registered where it is (a file found in MODELS_DIR): never renamed
+    in_place: bool = False  # registered where it is (a file found in MODELS_DIR, or registered outside it)
+    link: bool = False  # enters MODELS_DIR as a hard link to `source`, which stays where it is

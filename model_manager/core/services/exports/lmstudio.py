@@ -1,0 +1,37 @@
+"""LM Studio: `<home>/models/<publisher>/<repo>/<file>.gguf`, a link to our file (every part of a split model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_manager.core.errors import InvalidFileError
+from model_manager.core.services import tool_homes
+from model_manager.core.services.exports.links import Placed, link_file, remove_empty_folders, remove_if_ours
+from model_manager.core.services.exports.source import ExportSource, slug
+
+TARGET = "lmstudio"
+
+
+def default_name(source: ExportSource) -> str:
+    """`publisher/repo` as LM Studio lists it: the Hub repo the model came from, else `local/<name>`."""
+    if source.repo_id and "/" in source.repo_id:
+        return source.repo_id
+    return f"local/{slug(source.display_name, r'a-zA-Z0-9._-')}"
+
+
+def place(source: ExportSource, name: str, placed: Placed) -> dict:
+    publisher, _, repo = name.partition("/")
+    if not publisher or not repo or "/" in repo or any(part in ("", ".", "..") for part in (publisher, repo)):
+        raise InvalidFileError(f"an LM Studio name is publisher/repo, not {name!r}", {"name": name})
+    folder = tool_homes.lmstudio_home() / "models" / publisher / repo
+    for model_file in source.files:
+        link_file(model_file, folder / model_file.name, placed)
+    return {"folder": str(folder), "load": f"lms load {name}"}
+
+
+def remove(source: ExportSource, created: list[str], details: dict) -> None:
+    models = tool_homes.lmstudio_home() / "models"
+    for path in map(Path, created):
+        owner = next((f for f in source.files if f.name == path.name), source.files[0])
+        remove_if_ours(path, owner)
+        remove_empty_folders(path.parent, models)

@@ -1,0 +1,50 @@
+"""What an export needs to know about a library model, and names other tools accept."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model_manager.core.catalogue import ModelRecord
+from model_manager.core.services.library.ownership import part_hashes
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A library model as exports see it: its files in order, with their SHA-256 and sizes."""
+
+    model_id: str
+    display_name: str
+    repo_id: str | None
+    files: list[Path]
+    sha256: list[str]
+    sizes: list[int]
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> ExportSource:
+        paths = [Path(path) for path in record.all_paths]
+        parts = record.metadata.get("parts") or []
+        sizes = [part["size_bytes"] for part in parts] if len(parts) == len(paths) else [record.file_size_bytes]
+        hashes = part_hashes(record)
+        return cls(
+            model_id=record.model_id,
+            display_name=record.display_name,
+            repo_id=record.original_repo_id,
+            files=paths,
+            sha256=hashes[1:] if len(paths) > 1 else hashes[:1],
+            sizes=sizes,
+            metadata=record.metadata,
+        )
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.files) > 1
+
+
+def slug(text: str, allowed: str = r"a-z0-9._-") -> str:
+    """`text` in lower case with runs of anything outside `allowed` turned into one '-'."""
+    value = re.sub(rf"[^{allowed}]+", "-", text.casefold()).strip("-._")
+    return value[:80] or "model"
