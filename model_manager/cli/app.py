@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from model_manager.cli import hub_commands, library_commands, pull_commands
+from model_manager.cli import hub_commands, library_commands, pull_commands, share_commands
 from model_manager.cli.client import CliError, ServiceAddress
 from model_manager.cli.output import error_console
 
@@ -99,6 +99,7 @@ def version() -> None:
 hub_commands.register(app)
 pull_commands.register(app)
 library_commands.register(app)
+share_commands.register(app)
 
 
 def main() -> None:

@@ -86,6 +86,10 @@ def show(ctx: typer.Context, model: ModelArgument) -> None:
         if value not in (None, "", [], {}):
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             facts.add_row(key.replace("_", " ").capitalize(), shown)
+    for export in found.get("exports") or []:
+        facts.add_row(f"In {export['target']}", export["name"])
+    for tool, command in (found.get("run") or {}).items():
+        facts.add_row(f"Run ({tool})", command)
     console().print(Panel(facts, title=f"[bold]{found['display_name']}[/]", title_align="left", expand=False))
 
 
