@@ -11,6 +11,7 @@ from model_manager.app.auth import TOKEN_MESSAGE, bearer_token_matches
 from model_manager.app.errors import InvalidTokenError
 from model_manager.core.catalogue import Catalogue
 from model_manager.core.config import Settings
+from model_manager.core.services.discovery import Discovery
 from model_manager.core.services.download_manager import DownloadManager
 from model_manager.core.services.huggingface_service import HuggingFaceService
 from model_manager.core.services.local_storage import LocalStorage
@@ -42,6 +43,10 @@ def get_downloads(request: Request) -> DownloadManager:
     return _state(request).downloads
 
 
+def get_discovery(request: Request) -> Discovery:
+    return _state(request).discovery
+
+
 async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
@@ -55,3 +60,4 @@ CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 LocalStorageDep = Annotated[LocalStorage, Depends(get_local_storage)]
 HubDep = Annotated[HuggingFaceService, Depends(get_hub)]
 DownloadsDep = Annotated[DownloadManager, Depends(get_downloads)]
+DiscoveryDep = Annotated[Discovery, Depends(get_discovery)]

@@ -16,13 +16,14 @@ from model_manager.app.body_limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from model_manager.app.deps import require_token
 from model_manager.app.errors import install_error_handlers
 from model_manager.app.logging import RequestIdMiddleware, configure_logging
-from model_manager.app.routes import downloads, health, hub, local_models, storage, web
+from model_manager.app.routes import discover, downloads, health, hub, local_models, storage, web
 from model_manager.app.routes import fit as fit_routes
 from model_manager.app.routes import system as system_routes
 from model_manager.core.catalogue import Catalogue
 from model_manager.core.config import Settings, get_settings
 from model_manager.core.config.token import ensure_api_token
 from model_manager.core.fit.service import FitService
+from model_manager.core.services.discovery import Discovery
 from model_manager.core.services.download_manager import DownloadManager
 from model_manager.core.services.huggingface_service import HuggingFaceService
 from model_manager.core.services.local_storage import LocalStorage
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.local_storage = local_storage
         app.state.hub = hub_service
         app.state.downloads = download_manager
+        app.state.discovery = Discovery(settings, local_storage)
         app.state.fit = FitService(settings, catalogue, hub_service)
         await local_storage.reconcile()
         # Models already in MODELS_DIR that no row owns are registered in place, without delaying the start.
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(downloads.router, dependencies=protected)
     app.include_router(local_models.router, dependencies=protected)
     app.include_router(storage.router, dependencies=protected)
+    app.include_router(discover.router, dependencies=protected)
     app.include_router(fit_routes.router, dependencies=protected)
     app.include_router(system_routes.router, dependencies=protected)
     app.include_router(web.router)

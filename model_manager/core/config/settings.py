@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # The machine that will run the models, when it is not this one (GiB; unset: detected here).
     fit_ram_gb: float | None = Field(default=None, ge=0, validation_alias="FIT_RAM_GB")
     fit_vram_gb: float | None = Field(default=None, ge=0, validation_alias="FIT_VRAM_GB")
+    # Folders `GET /local/discover` also searches for GGUF models, besides the other tools' own places.
+    library_scan_dirs_raw: str = Field(default="", validation_alias="LIBRARY_SCAN_DIRS")
 
     @field_validator("fit_ram_gb", "fit_vram_gb", mode="before")
     @classmethod
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
         """Folders imports may read from; empty means the user's home folder."""
         folders = _split_commas(self.import_allowed_dirs_raw) or [str(Path.home())]
         return [Path(p).expanduser() for p in folders]
+
+    @property
+    def library_scan_dirs(self) -> list[Path]:
+        """Folders discover searches besides the other tools' places; empty means none."""
+        return [Path(p).expanduser() for p in _split_commas(self.library_scan_dirs_raw)]
 
     @property
     def cors_origins(self) -> list[str]:
