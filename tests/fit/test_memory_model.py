@@ -65,11 +65,12 @@ def test_head_count_kv_per_layer_and_recurrent_layers_hold_their_state():
 
 
 def test_mla_holds_the_latent_cache():
-    keys = {"embedding_length": 2048, "attention.head_count": 16, "attention.head_count_kv": 16,
-            "attention.key_length": 192, "attention.value_length": 128, "attention.kv_lora_rank": 512,
-            "rope.dimension_count": 64}
+    # As current converters write DeepSeek-V2-Lite: the latent's sizes in key/value_length, one KV head.
+    keys = {"embedding_length": 2048, "attention.head_count": 16, "attention.head_count_kv": 1,
+            "attention.key_length": 576, "attention.value_length": 512, "attention.key_length_mla": 192,
+            "attention.value_length_mla": 128, "attention.kv_lora_rank": 512, "rope.dimension_count": 64}
     shape = model_shape([header("deepseek2", keys, 4)])
-    assert kv_cache_bytes(shape, 4096) == 4 * 4096 * (512 + 64 + 512) * 2
+    assert kv_cache_bytes(shape, 4096) == 4 * 4096 * (576 + 512) * 2
 
 
 def test_gemma3_slides_on_five_layers_of_six_and_the_rest_are_global():

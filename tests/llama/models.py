@@ -144,5 +144,125 @@ def _add_vocabulary(writer: GGUFWriter, n_vocab: int) -> None:
     writer.add_unk_token_id(0)
 
 
+def _start(path: Path, arch: str, n_layer: int, n_embd: int, n_vocab: int) -> GGUFWriter:
+    writer = GGUFWriter(path, arch)
+    writer.add_name(f"test {arch}")
+    writer.add_file_type(LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(32768)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_layer_norm_rms_eps(1e-6)
+    _add_vocabulary(writer, n_vocab)
+    return writer
+
+
+def _finish(writer: GGUFWriter) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_deepseek2_mla(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A DeepSeek-V2-shaped MoE with MLA, as current converters write it: the latent cache's sizes in
+    key/value_length with one KV head, the per-head sizes in key/value_length_mla, split k_b/v_b."""
+    path, rng = Path(path), np.random.default_rng(seed)
+    n_layer, n_embd, n_head, n_vocab, n_ff = 3, 256, 4, 32000, 512
+    q_lora, kv_lora, rope, nope, v_head, n_expert, expert_ff = 96, 64, 16, 32, 32, 4, 128
+    writer = _start(path, "deepseek2", n_layer, n_embd, n_vocab)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(1)
+    writer.add_key_length(kv_lora + rope)
+    writer.add_value_length(kv_lora)
+    writer.add_key_length_mla(nope + rope)
+    writer.add_value_length_mla(v_head)
+    writer.add_kv_lora_rank(kv_lora)
+    writer.add_q_lora_rank(q_lora)
+    writer.add_rope_dimension_count(rope)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_leading_dense_block_count(1)
+    writer.add_expert_count(n_expert)
+    writer.add_expert_used_count(2)
+    writer.add_expert_feed_forward_length(expert_ff)
+    writer.add_expert_shared_count(1)
+    writer.add_expert_weights_scale(1.0)
+
+    def f16(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16))
+
+    def ones(name: str, n: int) -> None:
+        writer.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    f16("token_embd.weight", n_vocab, n_embd)
+    ones("output_norm.weight", n_embd)
+    f16("output.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        blk = f"blk.{i}"
+        ones(f"{blk}.attn_norm.weight", n_embd)
+        f16(f"{blk}.attn_q_a.weight", q_lora, n_embd)
+        ones(f"{blk}.attn_q_a_norm.weight", q_lora)
+        f16(f"{blk}.attn_q_b.weight", n_head * (nope + rope), q_lora)
+        f16(f"{blk}.attn_kv_a_mqa.weight", kv_lora + rope, n_embd)
+        ones(f"{blk}.attn_kv_a_norm.weight", kv_lora)
+        f16(f"{blk}.attn_k_b.weight", n_head, kv_lora, nope)
+        f16(f"{blk}.attn_v_b.weight", n_head, v_head, kv_lora)
+        f16(f"{blk}.attn_output.weight", n_embd, n_head * v_head)
+        ones(f"{blk}.ffn_norm.weight", n_embd)
+        if i == 0:
+            f16(f"{blk}.ffn_gate.weight", n_ff, n_embd)
+            f16(f"{blk}.ffn_up.weight", n_ff, n_embd)
+            f16(f"{blk}.ffn_down.weight", n_embd, n_ff)
+            continue
+        writer.add_tensor(f"{blk}.ffn_gate_inp.weight", rng.standard_normal((n_expert, n_embd), dtype=np.float32))
+        f16(f"{blk}.ffn_gate_exps.weight", n_expert, expert_ff, n_embd)
+        f16(f"{blk}.ffn_up_exps.weight", n_expert, expert_ff, n_embd)
+        f16(f"{blk}.ffn_down_exps.weight", n_expert, n_embd, expert_ff)
+        f16(f"{blk}.ffn_gate_shexp.weight", expert_ff, n_embd)
+        f16(f"{blk}.ffn_up_shexp.weight", expert_ff, n_embd)
+        f16(f"{blk}.ffn_down_shexp.weight", n_embd, expert_ff)
+    _finish(writer)
+    return path
+
+
+def write_mamba(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A Mamba (recurrent, no attention): each layer holds a conv state and an SSM state, not a KV cache."""
+    path, rng = Path(path), np.random.default_rng(seed)
+    n_layer, n_embd, n_vocab, d_inner, d_conv, d_state, dt_rank = 4, 256, 32000, 512, 4, 16, 16
+    writer = _start(path, "mamba", n_layer, n_embd, n_vocab)
+    writer.add_feed_forward_length(0)
+    writer.add_head_count(0)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(dt_rank)
+
+    def f32(name: str, *shape: int) -> None:
+        writer.add_tensor(name, rng.standard_normal(shape, dtype=np.float32) * 0.02)
+
+    def f16(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16))
+
+    f16("token_embd.weight", n_vocab, n_embd)
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    f16("output.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        blk = f"blk.{i}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        f16(f"{blk}.ssm_in.weight", 2 * d_inner, n_embd)
+        f32(f"{blk}.ssm_conv1d.weight", d_inner, d_conv)
+        f32(f"{blk}.ssm_conv1d.bias", d_inner)
+        f16(f"{blk}.ssm_x.weight", dt_rank + 2 * d_state, d_inner)
+        f16(f"{blk}.ssm_dt.weight", d_inner, dt_rank)
+        f32(f"{blk}.ssm_dt.bias", d_inner)
+        f32(f"{blk}.ssm_a", d_inner, d_state)
+        f32(f"{blk}.ssm_d", d_inner)
+        f16(f"{blk}.ssm_out.weight", n_embd, d_inner)
+    _finish(writer)
+    return path
+
+
 ARCHITECTURES = {"llama-gqa": LLAMA_GQA, "qwen2": QWEN2, "gemma3-swa": GEMMA3, "llama-moe": LLAMA_MOE}
-__all__ = ["ARCHITECTURES", "Spec", "replace", "write_model"]
+# Architectures with a writer of their own (MLA, recurrent): name -> function(path) -> path
+OTHER_WRITERS = {"deepseek2-mla": write_deepseek2_mla, "mamba": write_mamba}
+__all__ = ["ARCHITECTURES", "OTHER_WRITERS", "Spec", "replace", "write_model"]

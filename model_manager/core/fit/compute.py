@@ -9,8 +9,9 @@ so the buffer is about the largest stage of the graph, not the sum of them:
   and the activations of one layer, which the architecture family decides: a dense feed-forward, the
   chosen experts of a MoE, the projections of attention.
 
-This assumes flash attention, which llama.cpp turns on by itself wherever the backend supports it (CPU,
-CUDA, Metal, Vulkan); without it attention scores add n_head x cells x n_ubatch floats.
+llama.cpp turns flash attention on by itself wherever the backend supports the head sizes (CPU, CUDA,
+Metal and Vulkan do when keys and values have the same head size). Without it the attention scores
+(n_head x cells x n_ubatch floats) and an f32 mask are materialized, which grows with the context.
 """
 
 from __future__ import annotations
@@ -30,15 +31,25 @@ def _feed_forward_width(shape: ModelShape, layer: int) -> int:
     return shape.n_ff[layer]
 
 
-def compute_bytes(shape: ModelShape, context: int, ubatch: int = DEFAULT_UBATCH) -> int:
-    """Estimated compute buffer of one context (and the logits output buffer), in bytes."""
+def flash_attention(shape: ModelShape) -> bool:
+    """Whether llama.cpp's "auto" turns flash attention on for this model (same K and V head size)."""
+    return shape.key_length == shape.value_length
+
+
+def compute_bytes(shape: ModelShape, context: int, ubatch: int = DEFAULT_UBATCH, flash: bool | None = None) -> int:
+    """Estimated compute buffer of one context (and the logits output buffer), in bytes.
+
+    `flash` None: as llama.cpp's default (see `flash_attention`)."""
     ubatch = min(ubatch, max(context, 1))
+    flash = flash_attention(shape) if flash is None else flash
     output_stage = ubatch * F32 * (shape.n_vocab + 2 * shape.n_embd)
     layer_stage = 0
     attention = (shape.n_head * shape.key_length + 2 * max(shape.n_head_kv) * shape.key_length
                  + shape.n_head * shape.value_length)
     masks = {layer_cells(shape, i, context, ubatch) for i in range(shape.n_layer) if shape.n_head_kv[i]}
-    mask_bytes = sum(cells * ubatch * F16 for cells in masks)
+    mask_bytes = sum(cells * ubatch * (F16 if flash else F32) for cells in masks)
+    if not flash:  # the scores of the widest layer: n_head x cells x ubatch floats
+        mask_bytes += shape.n_head * max(masks, default=0) * ubatch * F32
     for layer in range(shape.n_layer):
         activations = ubatch * F32 * (3 * shape.n_embd + attention + 2 * _feed_forward_width(shape, layer))
         layer_stage = max(layer_stage, mask_bytes + activations)

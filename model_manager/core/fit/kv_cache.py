@@ -45,7 +45,7 @@ def kv_cache_per_layer(
         if heads == 0:  # a recurrent layer keeps its state, whatever the context
             sizes.append(shape.recurrent_state_bytes)
             continue
-        per_cell = heads * (shape.key_length + shape.value_length)
+        per_cell = heads * (shape.key_length + (0 if shape.mla else shape.value_length))
         sizes.append(int(layer_cells(shape, layer, context, ubatch) * per_cell * value_bytes))
     return sizes
 

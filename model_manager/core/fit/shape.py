@@ -27,8 +27,6 @@ SWA_PATTERNS: dict[str, int] = {
     "smallthinker": 4,
     "mistral": 0,  # Mistral v0.1 slides on every layer
 }
-# Architectures whose MLA cache holds the compressed latent (kv_lora_rank + rope dims) in one "head".
-MLA_ARCHITECTURES = {"deepseek2", "deepseek3", "kimi-k2", "glm4moe-mla", "plm", "minicpm3"}
 
 
 @dataclass
@@ -52,6 +50,7 @@ class ModelShape:
     expert_ff: int = 0
     shared_expert_ff: int = 0
     recurrent_state_bytes: int = 0  # per recurrent layer, one sequence
+    mla: bool = False  # the cache holds MLA's latent in K only, no V
     layer_bytes: list[int] = field(default_factory=list)  # weights of blk.N.*, per layer
     input_bytes: int = 0  # token_embd and friends: llama.cpp keeps the input embeddings on the CPU
     output_bytes: int = 0  # output, output_norm: the "output layer", offloaded with the last layers
@@ -110,12 +109,11 @@ def model_shape(headers: list[GGUFHeader], projector: GGUFHeader | None = None) 
     head_dim = n_embd // n_head
     key_length = _int(key("attention.key_length")) or head_dim
     value_length = _int(key("attention.value_length")) or head_dim
-    kv_lora_rank = _int(key("attention.kv_lora_rank"))
-    if arch in MLA_ARCHITECTURES and kv_lora_rank:
-        # The cache holds the latent: kv_lora_rank plus the rope part of the key, in a single head.
-        rope = _int(key("rope.dimension_count")) or 64
-        key_length, value_length = kv_lora_rank + rope, kv_lora_rank
-        heads_kv = [1 if h else 0 for h in heads_kv]
+    # MLA (deepseek2 and kin): converters that write key_length_mla store the latent cache's sizes in
+    # key_length (kv_lora_rank + rope dims) and value_length (kv_lora_rank) with one KV head. llama.cpp
+    # then keeps only K (V is a view of its first kv_lora_rank values). Older files without
+    # key_length_mla get the full per-head cache, which the generic formula gives.
+    mla = bool(_int(key("attention.key_length_mla")) and _int(key("attention.kv_lora_rank")))
 
     tensors = [t for header in headers for t in (header.tensors or ())]
     n_vocab = _vocab_size(meta, tensors, key("vocab_size"))
@@ -139,6 +137,7 @@ def model_shape(headers: list[GGUFHeader], projector: GGUFHeader | None = None) 
         expert_ff=_int(key("expert_feed_forward_length")) or 0,
         shared_expert_ff=_int(key("expert_shared_feed_forward_length")) or 0,
         recurrent_state_bytes=_recurrent_state_bytes(arch, meta, n_embd),
+        mla=mla,
     )
     _group_tensors(shape, tensors)
     if projector is not None:
