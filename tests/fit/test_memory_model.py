@@ -70,7 +70,10 @@ def test_mla_holds_the_latent_cache():
             "attention.key_length": 576, "attention.value_length": 512, "attention.key_length_mla": 192,
             "attention.value_length_mla": 128, "attention.kv_lora_rank": 512, "rope.dimension_count": 64}
     shape = model_shape([header("deepseek2", keys, 4)])
-    assert kv_cache_bytes(shape, 4096) == 4 * 4096 * (576 + 512) * 2
+    assert kv_cache_bytes(shape, 4096) == 4 * 4096 * 576 * 2  # K only: llama.cpp reads V from K's first 512
+    older = model_shape([header("deepseek2", {**keys, "attention.head_count_kv": 16, "attention.key_length": 192,
+                                              "attention.value_length": 128, "attention.key_length_mla": None}, 4)])
+    assert kv_cache_bytes(older, 4096) == 4 * 4096 * 16 * (192 + 128) * 2  # files from before MLA: full heads
 
 
 def test_gemma3_slides_on_five_layers_of_six_and_the_rest_are_global():
