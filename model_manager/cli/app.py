@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from model_manager.cli import hub_commands, library_commands, pull_commands, share_commands
+from model_manager.cli import discover_commands, hub_commands, library_commands, pull_commands, share_commands
 from model_manager.cli.client import CliError, ServiceAddress
 from model_manager.cli.output import error_console
 
@@ -100,6 +100,7 @@ hub_commands.register(app)
 pull_commands.register(app)
 library_commands.register(app)
 share_commands.register(app)
+discover_commands.register(app)
 
 
 def main() -> None:

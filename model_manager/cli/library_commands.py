@@ -111,10 +111,17 @@ def import_model(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A .gguf file (a path on the service's machine unless --upload).")],
     move: Annotated[bool, typer.Option("--move", help="Move the file into the library instead of copying it.")] = False,
+    link: Annotated[bool, typer.Option("--link", help="Hard-link the file into the library: no copy (same filesystem).")] = False,
+    register: Annotated[
+        bool, typer.Option("--register", help="Keep the file where it is; deleting the model never deletes it.")
+    ] = False,
     name: Annotated[str | None, typer.Option("--name", help="Display name (default: from the file).")] = None,
     upload: Annotated[bool, typer.Option("--upload", help="Send the file's bytes, for a service on another machine.")] = False,
 ) -> None:
     """Add a GGUF file from disk to the library (nothing is copied if the same file is already there)."""
+    chosen = [action for action, wanted in (("move", move), ("link", link), ("register", register)) if wanted]
+    if len(chosen) > 1 or (chosen and upload):
+        raise CliError("choose one of --move, --link, --register and --upload")
     out = console()
     with service_for(ctx) as api:
         if upload:
@@ -129,7 +136,7 @@ def import_model(
                     timeout=None,
                 )
         else:
-            body = {"file_path": os.path.abspath(path), "action": "move" if move else "copy", "display_name": name}
+            body = {"file_path": os.path.abspath(path), "action": chosen[0] if chosen else "copy", "display_name": name}
             with out.status(f"Importing {path.name}…"):
                 response = api.request("POST", "/local/import", json={k: v for k, v in body.items() if v}, timeout=None)
     model = response.json()

@@ -18,7 +18,7 @@ async def discover_models(discovery: DiscoveryDep) -> DiscoverResult:
     return await discovery.discover()
 
 
-@router.post("/discover/import", response_model=DiscoverImportResult, responses=error_responses(413, 422))
+@router.post("/discover/import", response_model=DiscoverImportResult, responses=error_responses(400, 413, 422))
 async def import_discovered(discovery: DiscoveryDep, body: DiscoverImportRequest) -> DiscoverImportResult:
     """Import listed models by their `path` (`link` by default: no copy). One result per path, in order:
     imported, already in the library, or failed with the error code and message of that model's import."""
