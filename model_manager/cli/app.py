@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from model_manager.cli import discover_commands, hub_commands, library_commands, pull_commands, share_commands
+from model_manager.cli import discover_commands, fit_commands, hub_commands, library_commands, pull_commands, share_commands
 from model_manager.cli.client import CliError, ServiceAddress
 from model_manager.cli.output import error_console
 
@@ -101,6 +101,7 @@ pull_commands.register(app)
 library_commands.register(app)
 share_commands.register(app)
 discover_commands.register(app)
+fit_commands.register(app)
 
 
 def main() -> None:

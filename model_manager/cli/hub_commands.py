@@ -10,6 +10,7 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 
+from model_manager.cli import fit_commands
 from model_manager.cli.client import service_for
 from model_manager.cli.output import console, format_count, format_date, format_size, new_table
 from model_manager.core.models import HubSort
@@ -115,15 +116,23 @@ def info(
 def providers(
     ctx: typer.Context,
     repo_id: Annotated[str, typer.Argument(help="The base model's repo id, e.g. meta-llama/Llama-3.2-1B.")],
+    fit: Annotated[bool, typer.Option("--fit", help="Add where each variant runs on the target machine (◆ best).")] = False,
+    context: fit_commands.ContextOption = None,
+    ram_gb: fit_commands.RamOption = None,
+    vram_gb: fit_commands.VramOption = None,
 ) -> None:
-    """List the GGUF quantizations of a model: who provides them, which variants, how big. ★ marks the recommended one."""
+    """List the GGUF quantizations of a model: who provides them, which variants, how big. ★ marks the recommended one.
+
+    With --fit, a Fit column shows where each variant runs and ◆ marks each provider's best variant that fits."""
+    params = {"fit": "true", "context": context, "ram_gb": ram_gb, "vram_gb": vram_gb} if fit else {}
     with service_for(ctx) as api:
-        found = api.get(model_path(repo_id) + "/gguf-providers")
+        found = api.get(model_path(repo_id) + "/gguf-providers", **params)
     out = console()
     if not found:
         out.print(f"No GGUF providers found for {repo_id}.")
         return
-    table = new_table(" ", "~Provider", "Variant", ">Size", ">Files", ">Downloads", ">Likes", "Updated")
+    columns = [" ", "~Provider", "Variant", ">Size", ">Files", ">Downloads", ">Likes", "Updated"]
+    table = new_table(*columns[:3], *(["Fit"] if fit else []), *columns[3:])
     for provider in found:
         variants = provider.get("variants") or [
             {"quantization": label, "size_bytes": None, "files": []} for label in provider["model_variants"]
@@ -133,10 +142,14 @@ def providers(
         style = "green" if provider.get("is_recommended") else None
         for index, variant in enumerate(variants):
             first = index == 0
+            label = variant["quantization"]
+            if fit and label == provider.get("recommended_variant"):
+                label = f"{label} [bold cyan]◆[/]"
             table.add_row(
                 marker if first else "",
                 name if first else "",
-                variant["quantization"],
+                label,
+                *([fit_commands.fit_badge(variant.get("fit"))] if fit else []),
                 format_size(variant.get("size_bytes")),
                 str(len(variant.get("files") or [])) or "-",
                 format_count(provider.get("total_downloads")) if first else "",
@@ -151,7 +164,10 @@ def providers(
         out.print(f"[green]★[/] recommended: [bold]{recommended['repo_id']}[/]")
         for reason in recommended.get("reasons") or []:
             out.print(f"  · {reason}", style="dim", soft_wrap=True)
-        out.print(f"Pull one with: model-manager pull {recommended['repo_id']}:<VARIANT>", style="dim")
+        best = recommended.get("recommended_variant") if fit else None
+        if fit:
+            out.print(f"[bold cyan]◆[/] fits best here: [bold]{best}[/]" if best else "Nothing fits entirely here.")
+        out.print(f"Pull one with: model-manager pull {recommended['repo_id']}:{best or '<VARIANT>'}", style="dim")
 
 
 def register(app: typer.Typer) -> None:
