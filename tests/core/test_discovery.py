@@ -286,3 +286,17 @@ async def test_discover_lists_an_ollama_model_the_library_exported_as_in_the_lib
 
     (found,) = [m for m in listed.models if m.tool == "ollama"]
     assert found.in_library and found.library_model_id == model.model_id
+
+
+async def test_a_model_outside_import_allowed_dirs_is_listed_as_blocked_and_refused(tmp_path, monkeypatch, homes, storage):
+    without_locked_folder(homes)
+    settings = make_settings(tmp_path, homes.scan_dir, LIBRARY_SCAN_DIRS=str(homes.scan_dir))  # the home is not allowed
+    monkeypatch.setattr(storage, "settings", settings)
+    discovery = Discovery(settings, storage)
+
+    found = by_key(await discovery.discover())
+    llama, mine = found[("ollama", "llama3.2:latest")], found[("folder", "mistral/mistral-IQ4_XS.gguf")]
+    assert "IMPORT_ALLOWED_DIRS" in llama.import_blocked and mine.import_blocked is None
+    result = await discovery.import_found([llama.path, mine.path], "link")
+
+    assert [(item.status, item.error_code) for item in result.results] == [("failed", "PATH_NOT_ALLOWED"), ("imported", None)]

@@ -109,7 +109,9 @@ def _library_model(info: os.stat_result, sha256: str | None, ownership: Ownershi
 
 
 def _import_blocked(candidate: Candidate, library: LibraryView) -> str | None:
-    real = os.path.realpath(candidate.paths[0])
-    if not any(os.path.commonpath([real, folder]) == folder for folder in library.import_allowed_dirs):
-        return f"{real} is outside IMPORT_ALLOWED_DIRS; add its folder there to import it"
+    """Why the library's import would refuse the model's files (as `POST /local/import` checks them), or None."""
+    for path in candidate.paths:
+        real = os.path.realpath(path)
+        if not any(os.path.commonpath([real, folder]) == folder for folder in library.import_allowed_dirs):
+            return f"{real} is outside IMPORT_ALLOWED_DIRS; add its folder there to import it"
     return None

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from model_manager.core.gguf_format import is_gguf_filename, is_mmproj, parse_split_name
 
@@ -122,3 +124,37 @@ def group_models(paths: list[Path], tool: str, findings: Findings) -> FolderMode
 def pick_projector(projectors: list[Path]) -> Path | None:
     """The projector a folder's models use: the only one there, or the first by name when there are several."""
     return sorted(projectors)[0] if projectors else None
+
+
+Describe = Callable[[list[Path]], dict[str, Any]]  # a model's files -> its name, repo_id, ... in that tool
+
+
+def add_folder_models(folder: Path, tool: str, findings: Findings, describe: Describe) -> list[os.DirEntry] | None:
+    """Add a candidate for each model in `folder` (files named by themselves, the folder's projector beside),
+    with what `describe(paths)` says about it. Returns the folder's entries; None when it cannot be read."""
+    entries = read_folder(folder, tool, findings)
+    if entries is None:
+        return None
+    grouped = group_models(gguf_entries(entries), tool, findings)
+    projector = pick_projector(grouped.projectors)
+    for paths in grouped.models:
+        findings.candidates.append(
+            Candidate(tool=tool, paths=paths, library_name=paths[0].name, projector=projector, **describe(paths))
+        )
+    return entries
+
+
+def add_models_below(
+    root: Path, tool: str, findings: Findings, describe: Describe, *, max_depth: int, excluded: Collection[str] = ()
+) -> None:
+    """`add_folder_models` for `root` and its folders down to `max_depth`, in name order. Hidden folders, links
+    to folders (a link loop must not hang discovery) and the real paths in `excluded` are not entered."""
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        if os.path.realpath(folder) in excluded:
+            continue
+        entries = add_folder_models(folder, tool, findings, describe)
+        if entries and depth < max_depth:
+            subfolders = [e for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            stack.extend((Path(e.path), depth + 1) for e in reversed(subfolders))

@@ -10,18 +10,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
-from model_manager.core.services.discovery.found import (
-    Candidate,
-    is_folder_path,
-    Findings,
-    gguf_entries,
-    group_models,
-    is_folder,
-    pick_projector,
-    read_folder,
-)
+from model_manager.core.services.discovery.found import Findings, add_models_below, is_folder, is_folder_path, read_folder
 
 TOOL = "hf-cache"
 REPO_PREFIX = "models--"
@@ -58,33 +50,13 @@ def find_in_repo(repo_folder: Path, findings: Findings, tool: str = TOOL) -> Non
     repo_id = repo_id_of(repo_folder.name)
     for snapshot in read_folder(snapshots, tool, findings) or []:
         if is_folder(snapshot) and not snapshot.name.startswith("."):
-            _find_in_folder(Path(snapshot.path), Path(snapshot.path), repo_id, findings, tool, depth=0)
+            folder = Path(snapshot.path)
+            add_models_below(folder, tool, findings, partial(_describe, repo_id, folder), max_depth=MAX_DEPTH)
 
 
-def _find_in_folder(snapshot: Path, folder: Path, repo_id: str, findings: Findings, tool: str, depth: int) -> None:
-    entries = read_folder(folder, tool, findings)
-    if entries is None:
-        return
-    grouped = group_models(gguf_entries(entries), tool, findings)
-    projector = pick_projector(grouped.projectors)
-    for paths in grouped.models:
-        in_repo = paths[0].relative_to(snapshot).as_posix()
-        findings.candidates.append(
-            Candidate(
-                tool=tool,
-                name=f"{repo_id}/{in_repo}",
-                paths=paths,
-                library_name=paths[0].name,
-                repo_id=repo_id,
-                projector=projector,
-                sha256=blob_sha256(paths[0]),
-            )
-        )
-    if depth < MAX_DEPTH:
-        for entry in entries:
-            # Snapshot folders are real folders; a linked folder is not the cache's and is not followed.
-            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                _find_in_folder(snapshot, Path(entry.path), repo_id, findings, tool, depth + 1)
+def _describe(repo_id: str, snapshot: Path, paths: list[Path]) -> dict[str, str | None]:
+    in_repo = paths[0].relative_to(snapshot).as_posix()
+    return {"name": f"{repo_id}/{in_repo}", "repo_id": repo_id, "sha256": blob_sha256(paths[0])}
 
 
 def blob_sha256(path: Path) -> str | None:

@@ -10,15 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from model_manager.core.services.discovery.found import (
-    Candidate,
-    Findings,
-    gguf_entries,
-    group_models,
-    is_folder,
-    pick_projector,
-    read_folder,
-)
+from model_manager.core.services.discovery.found import Findings, add_folder_models, is_folder, read_folder
 
 TOOL = "lmstudio"
 POINTER_FILE = ".lmstudio-home-pointer"
@@ -56,19 +48,4 @@ def find(root: Path, findings: Findings) -> None:
 
 
 def _find_in_repo(folder: Path, repo_id: str, findings: Findings) -> None:
-    entries = read_folder(folder, TOOL, findings)
-    if entries is None:
-        return
-    grouped = group_models(gguf_entries(entries), TOOL, findings)
-    projector = pick_projector(grouped.projectors)
-    for paths in grouped.models:
-        findings.candidates.append(
-            Candidate(
-                tool=TOOL,
-                name=f"{repo_id}/{paths[0].name}",
-                paths=paths,
-                library_name=paths[0].name,
-                repo_id=repo_id,
-                projector=projector,
-            )
-        )
+    add_folder_models(folder, TOOL, findings, lambda paths: {"name": f"{repo_id}/{paths[0].name}", "repo_id": repo_id})

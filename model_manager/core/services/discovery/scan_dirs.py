@@ -6,10 +6,9 @@ depth; the service's own storage folders are left out. Blocking: call from a wor
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from model_manager.core.services.discovery.found import Candidate, Findings, gguf_entries, group_models, pick_projector, read_folder
+from model_manager.core.services.discovery.found import Findings, add_models_below
 
 TOOL = "folder"
 MAX_DEPTH = 6
@@ -17,28 +16,11 @@ MAX_DEPTH = 6
 
 def find(root: Path, findings: Findings, excluded: list[Path]) -> None:
     """Add every GGUF model below the folder `root`, except in the folders `excluded` (real paths)."""
-    _find_in_folder(root, root, findings, [str(folder) for folder in excluded], depth=0)
-
-
-def _find_in_folder(root: Path, folder: Path, findings: Findings, excluded: list[str], depth: int) -> None:
-    if os.path.realpath(folder) in excluded:
-        return
-    entries = read_folder(folder, TOOL, findings)
-    if entries is None:
-        return
-    grouped = group_models(gguf_entries(entries), TOOL, findings)
-    projector = pick_projector(grouped.projectors)
-    for paths in grouped.models:
-        findings.candidates.append(
-            Candidate(
-                tool=TOOL,
-                name=paths[0].relative_to(root).as_posix(),
-                paths=paths,
-                library_name=paths[0].name,
-                projector=projector,
-            )
-        )
-    if depth < MAX_DEPTH:
-        for entry in entries:
-            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                _find_in_folder(root, Path(entry.path), findings, excluded, depth + 1)
+    add_models_below(
+        root,
+        TOOL,
+        findings,
+        lambda paths: {"name": paths[0].relative_to(root).as_posix()},
+        max_depth=MAX_DEPTH,
+        excluded={str(folder) for folder in excluded},
+    )
