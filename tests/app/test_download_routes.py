@@ -201,3 +201,43 @@ def test_request_errors_use_the_envelope(server_for, hub_env, tmp_path, monkeypa
         assert (stream.status_code, stream.json()["error_code"]) == (404, "DOWNLOAD_NOT_FOUND")
         assert client.get("/local/downloads").json() == []
     assert set(json.loads(escaping.text)) == {"error_code", "message", "details", "timestamp", "detail"}
+
+
+def test_status_streams_are_bounded_and_one_more_gets_a_503_envelope(server_for, hub_env, tmp_path, monkeypatch):
+    from contextlib import ExitStack
+
+    from model_manager.core.services import download_manager
+
+    monkeypatch.setattr(download_manager, "MAX_STATUS_SUBSCRIBERS", 2)
+    data = gguf_bytes(tmp_path, 50_000)
+    add_model_repo(hub_env, {FILE: data})
+    server = server_for()
+    download_id = start_download(server)
+    with server.client() as client, ExitStack() as streams:
+        wait_until_sync(lambda: client.get(f"/local/downloads/{download_id}").json()["status"] == "completed")
+        open_streams = []
+        for _ in range(2):
+            stream_client = streams.enter_context(server.client())
+            response = streams.enter_context(stream_client.stream("GET", "/local/download/status"))
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))  # subscribed: the snapshot came
+            open_streams.append((response, lines))  # dropping `lines` would close the response
+
+        refused = client.get("/local/download/status", timeout=5)
+        assert refused.status_code == 503
+        assert refused.json()["error_code"] == "TOO_MANY_SUBSCRIBERS"
+        assert refused.json()["details"] == {"max_subscribers": 2}
+
+        open_streams[0][0].close()
+
+        def another_stream_is_accepted() -> bool:
+            with client.stream("GET", "/local/download/status") as response:
+                return response.status_code == 200
+
+        wait_until_sync(another_stream_is_accepted, what="a freed stream slot")
+        # The refusal changed nothing: the download, its model and its bytes are as they were.
+        assert [d["status"] for d in client.get("/local/downloads").json()] == ["completed"]
+        models = client.get("/local/models").json()
+        assert [m["file_hash"] for m in models] == [hashlib.sha256(data).hexdigest()]
+        assert sha256_of(models[0]["file_path"]) == hashlib.sha256(data).hexdigest()

@@ -27,6 +27,7 @@ from model_manager.core.errors import (
     DownloadNotFoundError,
     InsufficientStorageError,
     InvalidFileError,
+    TooManySubscribersError,
 )
 from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadState, DownloadStatus
 from model_manager.core.services import disk
@@ -42,6 +43,10 @@ logger = logging.getLogger("model_manager.downloads")
 PROGRESS_INTERVAL_SECONDS = 0.5  # live states of a transferring job, at least twice a second
 SAVE_INTERVAL_SECONDS = 5.0  # how often the byte count of a running job is written to the catalogue
 RECENT_FINISHED_IN_SNAPSHOT = 50  # finished downloads a new SSE subscriber is told about
+# Finished downloads kept in memory (and so in GET /local/downloads): the latest ones. Older rows stay in
+# the catalogue, which is where a retry looks for the partial bytes of an earlier failed attempt.
+FINISHED_KEPT_IN_MEMORY = 200
+MAX_STATUS_SUBSCRIBERS = 64  # open SSE streams at once; one more is refused (503 TOO_MANY_SUBSCRIBERS)
 
 
 class DownloadManager:
@@ -84,6 +89,7 @@ class DownloadManager:
             if job.is_active:
                 record.status = DownloadState.pending.value
                 self._queue.append(record.download_id)
+        self._forget_old_finished()
         self._started = True
         if self._queue:
             logger.info("resuming %d interrupted or pending download(s)", len(self._queue))
@@ -137,10 +143,12 @@ class DownloadManager:
             if existing is not None:
                 return _accepted_again(existing)
             download_id = str(uuid.uuid4())
-            resumed = await self._take_over_failed_partials(request, filenames, download_id)
+            earlier = await self._failed_attempt_with_partials(request.repo_id, request.revision, filenames)
             sizes = [remote.size for remote in remote_files]
             total = None if None in sizes else sum(sizes)
-            await asyncio.to_thread(self._check_free_space, total, download_id)
+            # Space first: a refusal must leave the earlier attempt's bytes where they are, under its id.
+            await asyncio.to_thread(self._check_free_space, total, earlier)
+            resumed = earlier is not None and await self._take_over_partials(earlier, download_id)
             record = DownloadRecord(
                 download_id=download_id,
                 repo_id=request.repo_id,
@@ -162,7 +170,14 @@ class DownloadManager:
                 ],
                 total_bytes=total,
             )
-            await asyncio.to_thread(self._catalogue.insert_download, record)
+            try:
+                await asyncio.to_thread(self._catalogue.insert_download, record)
+            except BaseException:
+                if resumed:  # give the bytes back to the attempt that saved them
+                    await asyncio.to_thread(self._move_partials, download_id, earlier.download_id)
+                raise
+            if resumed:
+                await self._forget_partial_bytes(earlier)
             job = DownloadJob(record)
             self._jobs[download_id] = job
             self._queue.append(download_id)
@@ -178,8 +193,14 @@ class DownloadManager:
         return DownloadAccepted(download_id=download_id, message=message)
 
     async def cancel(self, download_id: str) -> None:
-        """Stop a download and delete its partial files. Raises DownloadNotFoundError, DownloadFinishedError."""
+        """Stop a download and delete its partial files. Raises DownloadNotFoundError, DownloadFinishedError.
+
+        A cancel wins completely (no model, no files left) unless the verified files are already being
+        registered: then it waits for that, and a completed download answers DownloadFinishedError.
+        """
         job = self._require(download_id)
+        if job.committing and job.task is not None:
+            await asyncio.wait([job.task])  # its outcome decides; the task itself is not cancelled
         if job.state is DownloadState.completed:
             raise DownloadFinishedError(
                 f"download {download_id} has already completed; delete the model instead",
@@ -208,10 +229,20 @@ class DownloadManager:
         """The state of one download. Raises DownloadNotFoundError."""
         return self._require(download_id).status()
 
+    def check_subscriber_room(self) -> None:
+        """Raise TooManySubscribersError when `MAX_STATUS_SUBSCRIBERS` streams are already open."""
+        if self._events.subscriber_count >= MAX_STATUS_SUBSCRIBERS:
+            raise TooManySubscribersError(
+                f"{MAX_STATUS_SUBSCRIBERS} download status streams are already open; close one (or poll "
+                "GET /local/downloads) and try again",
+                details={"max_subscribers": MAX_STATUS_SUBSCRIBERS},
+            )
+
     def subscribe(self, download_id: str | None = None) -> Subscription:
         """Live states: first one per known download (recent finished ones too), then every change.
 
-        With `download_id`, only that download's (raises DownloadNotFoundError when unknown).
+        With `download_id`, only that download's (raises DownloadNotFoundError when unknown). Callers
+        check `check_subscriber_room()` first (the route does, before its stream starts).
         """
         if download_id is not None:
             snapshot = [self._require(download_id).status()]
@@ -242,6 +273,7 @@ class DownloadManager:
         finally:
             job.task = None
             self._running.discard(job.download_id)
+            self._forget_old_finished()
             self._start_waiting_jobs()
 
     async def _report_progress(self) -> None:
@@ -272,6 +304,14 @@ class DownloadManager:
         """Save and publish a state change."""
         await self._save(job)
         self._publish(job)
+        if not job.is_active:
+            self._forget_old_finished()
+
+    def _forget_old_finished(self) -> None:
+        """Keep only the latest `FINISHED_KEPT_IN_MEMORY` finished jobs in memory (the catalogue keeps all)."""
+        finished = [download_id for download_id, job in self._jobs.items() if not job.is_active and job.task is None]
+        for download_id in finished[: max(0, len(finished) - FINISHED_KEPT_IN_MEMORY)]:
+            del self._jobs[download_id]
 
     async def _save(self, job: DownloadJob) -> None:
         record = job.record_copy()
@@ -292,27 +332,58 @@ class DownloadManager:
                 return job
         return None
 
-    async def _take_over_failed_partials(self, request: DownloadRequest, filenames: list[str], new_id: str) -> bool:
-        """Give the new job the partial files of the latest failed attempt at the same files, if any."""
-        for job in reversed(self._jobs.values()):
-            if job.state is DownloadState.failed and job.same_files(request.repo_id, request.revision, filenames):
-                source = download_folder(self.settings.downloads_dir, job.download_id)
-                target = download_folder(self.settings.downloads_dir, new_id)
-                try:
-                    await asyncio.to_thread(os.rename, source, target)
-                except FileNotFoundError:
-                    return False
-                job.record.bytes_downloaded = 0
-                await self._save(job)
-                return True
-        return False
+    async def _failed_attempt_with_partials(
+        self, repo_id: str, revision: str, filenames: list[str]
+    ) -> DownloadRecord | None:
+        """The latest failed attempt at the same files whose partial folder is still there, if any.
 
-    def _check_free_space(self, total: int | None, download_id: str) -> None:
-        """Raise InsufficientStorageError unless the disk holds this download and the others still running."""
+        Read from the catalogue, not memory: finished jobs leave memory after a while (`_forget_old_finished`).
+        """
+
+        def find() -> DownloadRecord | None:
+            for record in reversed(self._catalogue.list_downloads((DownloadState.failed.value,))):
+                if DownloadJob(record).same_files(repo_id, revision, filenames):
+                    folder = download_folder(self.settings.downloads_dir, record.download_id)
+                    return record if folder.is_dir() else None
+            return None
+
+        return await asyncio.to_thread(find)
+
+    async def _take_over_partials(self, earlier: DownloadRecord, new_id: str) -> bool:
+        """Give the new job `earlier`'s partial folder. False when it vanished meanwhile."""
+        try:
+            await asyncio.to_thread(self._move_partials, earlier.download_id, new_id)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _move_partials(self, from_id: str, to_id: str) -> None:
+        target = download_folder(self.settings.downloads_dir, to_id)
+        if target.exists():  # a rename must never replace anything
+            raise FileExistsError(f"{target} exists")
+        os.rename(download_folder(self.settings.downloads_dir, from_id), target)
+
+    async def _forget_partial_bytes(self, earlier: DownloadRecord) -> None:
+        """The failed attempt no longer holds bytes: its row (and job, if still in memory) says 0."""
+        job = self._jobs.get(earlier.download_id)
+        if job is not None:
+            job.record.bytes_downloaded = 0
+            await self._save(job)
+        else:
+            earlier.bytes_downloaded = 0
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._catalogue.save_download, earlier)
+
+    def _check_free_space(self, total: int | None, earlier: DownloadRecord | None) -> None:
+        """Raise InsufficientStorageError unless the disk holds this download and the others still running.
+
+        The bytes that `earlier` (a failed attempt the new job will continue) saved count as already there.
+        """
         if total is None:
             return
-        folder = download_folder(self.settings.downloads_dir, download_id)
-        already = sum(entry.stat().st_size for entry in folder.glob("*.part")) if folder.is_dir() else 0
+        already = 0
+        if earlier is not None:
+            folder = download_folder(self.settings.downloads_dir, earlier.download_id)
+            already = sum(entry.stat().st_size for entry in folder.glob("*.part")) if folder.is_dir() else 0
         needed = total - already
         for job in self._jobs.values():
             if job.is_active and job.record.total_bytes:

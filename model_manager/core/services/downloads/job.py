@@ -52,6 +52,9 @@ class DownloadJob:
     record: DownloadRecord
     task: asyncio.Task | None = None
     speed: SpeedMeter = field(default_factory=SpeedMeter)
+    # Set once the files are handed to the library: from then on a cancel waits for the outcome instead
+    # of interrupting a registration that would finish in its thread anyway.
+    committing: bool = False
     _current: Progress | None = None
     _bytes_before_current: int = 0
 

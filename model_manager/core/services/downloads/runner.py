@@ -65,17 +65,8 @@ class JobRunner:
             paths, digests = await self._fetch_files(job)
             await self._transition(job, DownloadState.verifying)
             self._verify(job, digests)
-            model = await self._storage.adopt_download(
-                paths,
-                [library_name(name) for name in job.filenames],
-                digests,
-                repo_id=job.record.repo_id,
-            )
-            await self._remove_partials(job)
-            job.record.model_id = model.model_id
-            job.record.local_file_path = model.file_path
-            job.record.sha256 = model.file_hash
-            await self._transition(job, DownloadState.completed)
+            job.committing = True  # no await since the last cancellation point: a cancel either came or waits
+            await self._commit(job, paths, digests)
         except asyncio.CancelledError:
             raise
         except VerificationError as exc:
@@ -101,6 +92,28 @@ class JobRunner:
             logger.exception("download %s failed", job.download_id)
             message = f"internal error ({type(exc).__name__}: {exc}); see the service log"
             await self._fail(job, message, keep_partial=True)
+        finally:
+            job.committing = False
+
+    async def _commit(self, job: DownloadJob, paths: list[Path], digests: list[str]) -> None:
+        """Register the verified files as one model and complete the job.
+
+        The library's registration finishes in its thread even when its caller is cancelled, so a cancel
+        landing here could leave a model behind a `cancelled` download: `DownloadManager.cancel` therefore
+        waits for a committing job instead of cancelling it. (A shutdown may still cancel it; the next
+        start then finds the model by its hash and completes the job.)
+        """
+        model = await self._storage.adopt_download(
+            paths,
+            [library_name(name) for name in job.filenames],
+            digests,
+            repo_id=job.record.repo_id,
+        )
+        await self._remove_partials(job)
+        job.record.model_id = model.model_id
+        job.record.local_file_path = model.file_path
+        job.record.sha256 = model.file_hash
+        await self._transition(job, DownloadState.completed)
 
     # ------------------------------------------------------------ steps
 
