@@ -300,3 +300,18 @@ async def test_a_model_outside_import_allowed_dirs_is_listed_as_blocked_and_refu
     result = await discovery.import_found([llama.path, mine.path], "link")
 
     assert [(item.status, item.error_code) for item in result.results] == [("failed", "PATH_NOT_ALLOWED"), ("imported", None)]
+
+
+async def test_register_import_keeps_every_file_where_the_tool_has_it(homes, discovery, storage):
+    without_locked_folder(homes)
+    listed = await discovery.discover()
+    before = {**file_states(homes.home), **file_states(homes.scan_dir)}
+
+    result = await discovery.import_found([model.path for model in listed.models], "register")
+
+    assert result.imported == len(homes.expected), result.results
+    assert os.listdir(storage.models_dir) == []  # nothing linked or copied into MODELS_DIR
+    for model, item in zip(listed.models, result.results):
+        assert os.path.samefile(item.model.file_path, model.path)
+    assert all(model.in_library for model in (await discovery.discover()).models)
+    assert {**file_states(homes.home), **file_states(homes.scan_dir)} == before
