@@ -26,7 +26,7 @@ from tests.fake_tool_homes import (
     use_homes,
     write_large_gguf,
 )
-from tests.gguf_factory import sha256_of, write_gguf
+from tests.gguf_factory import sha256_of, write_gguf, write_split_model
 
 
 @pytest.fixture
@@ -315,3 +315,19 @@ async def test_register_import_keeps_every_file_where_the_tool_has_it(homes, dis
         assert os.path.samefile(item.model.file_path, model.path)
     assert all(model.in_library for model in (await discovery.discover()).models)
     assert {**file_states(homes.home), **file_states(homes.scan_dir)} == before
+
+
+async def test_a_split_set_with_a_part_missing_or_broken_is_skipped_whole(homes, discovery):
+    without_locked_folder(homes)
+    incomplete = write_split_model(homes.scan_dir, "half-Q4_0", 3, name="Half")
+    incomplete[1].unlink()
+    broken = write_split_model(homes.scan_dir, "bad-Q4_0", 2, name="Bad")
+    broken[1].write_bytes(b"GGUF" + b"\0" * 8)
+
+    result = await discovery.discover()
+
+    names = {model.name for model in result.models}
+    assert not any(name.startswith(("half-", "bad-")) for name in names)
+    reasons = {skip.path: skip.reason for skip in result.skipped}
+    assert reasons[str(incomplete[0])] == "split model with parts [2] of 3 missing"
+    assert reasons[str(broken[1])].startswith(f"part 2 of 2 of {broken[0].name}: ")

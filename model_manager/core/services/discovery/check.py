@@ -47,8 +47,9 @@ def check(candidate: Candidate, library: LibraryView) -> DiscoveredModel | Skipp
             else:
                 header = header or part_header
         if problem is not None:
-            where = path if index == 0 else f"{path} (part {index + 1} of {candidate.paths[0].name})"
-            return Skipped(candidate.tool, str(where), problem)
+            if index > 0:
+                problem = f"part {index + 1} of {len(candidate.paths)} of {candidate.paths[0].name}: {problem}"
+            return Skipped(candidate.tool, str(path), problem)
         infos.append(os.stat(path))
     assert header is not None
     first = candidate.paths[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from model_manager.core.config import Settings
-from model_manager.core.errors import ModelManagerError
+from model_manager.core.errors import ModelManagerError, PathNotAllowedError
 from model_manager.core.models import (
     DiscoveredModel,
     DiscoverImportItem,
@@ -29,7 +29,6 @@ from model_manager.core.services.library.records import to_api
 from model_manager.core.services.local_storage import LocalStorage
 
 Finder = Callable[[Path, Findings], None]
-NOT_DISCOVERED = "PATH_NOT_ALLOWED"
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,8 @@ class Discovery:
             candidate = listing.candidates.get(path)
             if candidate is None:
                 message = f"{path} is not a model that GET /local/discover lists; import other files with POST /local/import"
-                results.append(DiscoverImportItem(path=path, status="failed", error_code=NOT_DISCOVERED, message=message))
+                code = PathNotAllowedError.error_code
+                results.append(DiscoverImportItem(path=path, status="failed", error_code=code, message=message))
                 continue
             known = listing.models[path].library_model_id
             record = await asyncio.to_thread(self.storage.catalogue.get_model, known) if known else None
