@@ -65,19 +65,12 @@ def measure_contexts(path: str | os.PathLike[str], contexts: list[int], ubatch: 
     Raises `LlamaUnavailable` when node-llama-cpp is not installed, `RuntimeError` (with llama.cpp's
     output) when the model or a context fails to load.
     """
-    if not available():
-        raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
-    env = {**os.environ, "NODE_LLAMA_CPP_SKIP_DOWNLOAD": "true"}
-    env.pop("MEASURE_FLASH_ATTENTION", None)
-    env.pop("MEASURE_CACHE_TYPE", None)
+    settings = {}
     if cache_type is not None:
-        env["MEASURE_CACHE_TYPE"] = cache_type.upper()
+        settings["MEASURE_CACHE_TYPE"] = cache_type.upper()
     if flash_attention is not None:
-        env["MEASURE_FLASH_ATTENTION"] = "on" if flash_attention else "off"
-    result = subprocess.run(
-        ["node", str(SCRIPT), os.fspath(path), str(ubatch), *map(str, contexts)],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE,
-    )
+        settings["MEASURE_FLASH_ATTENTION"] = "on" if flash_attention else "off"
+    result = _run_node([str(SCRIPT), os.fspath(path), str(ubatch), *map(str, contexts)], settings, timeout)
     if result.returncode != 0 or "@@done" not in result.stdout:
         raise RuntimeError(f"llama.cpp could not load {path}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return _parse(result.stdout)
@@ -124,21 +117,20 @@ def _parse(stdout: str) -> list[ContextMeasurement]:
 EVALUATE_SCRIPT = HERE / "evaluate.mjs"
 
 
+def _run_node(arguments: list[str], settings: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run one of the Node scripts here with `settings` as its MEASURE_* environment (and no other)."""
+    if not available():
+        raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MEASURE_")}
+    env.update(NODE_LLAMA_CPP_SKIP_DOWNLOAD="true", **settings)
+    return subprocess.run(["node", *arguments], capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+
+
 def generate_tokens(paths: list[str | os.PathLike[str]], count: int = 4, timeout: float = 180) -> list[list[int]]:
     """Load each GGUF in `paths` in llama.cpp exactly as found there (the loader follows links itself)
     and generate `count` tokens greedily after "Hello"; the token ids per model, in order. Raises
     `LlamaUnavailable`, and `RuntimeError` with llama.cpp's output when a model cannot be loaded or run."""
-    if not available():
-        raise LlamaUnavailable("node-llama-cpp is not installed; run ./test.sh (npm ci in tests/llama)")
-    env = {**os.environ, "NODE_LLAMA_CPP_SKIP_DOWNLOAD": "true"}
-    env.pop("MEASURE_FLASH_ATTENTION", None)
-    env.pop("MEASURE_CACHE_TYPE", None)
-    if cache_type is not None:
-        env["MEASURE_CACHE_TYPE"] = cache_type.upper()
-    if flash_attention is not None:
-        env["MEASURE_FLASH_ATTENTION"] = "on" if flash_attention else "off"
-    result = subprocess.run(["node", str(EVALUATE_SCRIPT), str(count), *map(os.fspath, paths)],
-                            capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+    result = _run_node([str(EVALUATE_SCRIPT), str(count), *map(os.fspath, paths)], {}, timeout)
     found = {int(m[1]): [int(t) for t in m[3].split(",") if t]
              for m in re.finditer(r"^@@tokens (\d+) (\d+) ([\d,]*)$", result.stdout, re.MULTILINE)}
     if result.returncode != 0 or len(found) != len(paths):
