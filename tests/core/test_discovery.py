@@ -26,7 +26,7 @@ from tests.fake_tool_homes import (
     use_homes,
     write_large_gguf,
 )
-from tests.gguf_factory import sha256_of, write_gguf, write_split_model
+from tests.gguf_factory import write_gguf, write_split_model
 
 
 @pytest.fixture
