@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from model_manager.core.services.hub.client import README_MAX_BYTES
 from tests.conftest import free_port
 from tests.fake_hub.server import FakeRepo
+from tests.gguf_factory import write_gguf, write_split_model
 from tests.hub_fixtures import *  # noqa: F403 - fixtures and repo sets
 from tests.hub_fixtures import BASE_MODEL, DEFAULT_VALID_TOKEN, SEARCH_REPOS, add_provider_repos, add_search_repos
 
@@ -251,7 +255,7 @@ def test_providers_are_the_quantizations_of_the_model_best_first(provider_hub, h
     assert response.status_code == 200, response.text
     providers = response.json()
     # impostor (name matches, quantizes another model), mislabeled (card names another base) and nofiles are out;
-    # the gated repo cannot be downloaded without a token, so it comes last, whatever its score.
+    # the gated repo cannot be downloaded without a token: a penalty inside its score puts it last.
     assert [p["repo_id"] for p in providers] == [
         "bartowski/Llama-3-8B-GGUF",
         "unsloth/Llama-3-8B-GGUF",
@@ -260,9 +264,10 @@ def test_providers_are_the_quantizations_of_the_model_best_first(provider_hub, h
     ]
     assert [p["is_recommended"] for p in providers] == [True, False, False, False]
     assert [p["gated"] for p in providers] == [False, False, False, True]
-    assert providers[0]["score"] > providers[1]["score"] > providers[2]["score"]
-    assert providers[3]["score"] > providers[0]["score"]
-    assert any("never recommended" in reason for reason in providers[3]["reasons"])
+    assert [p["downloadable"] for p in providers] == [True, True, True, False]
+    assert providers[0]["score"] > providers[1]["score"] > providers[2]["score"] > providers[3]["score"]
+    demoted = providers[3]["reasons"][0]  # a demoted provider says why first
+    assert "not downloadable" in demoted and "HF_TOKEN" in demoted and "never recommended" in demoted
 
 
 def test_provider_variants_group_split_parts_in_order_and_leave_projectors_out(provider_hub, hub_client_factory):
@@ -300,6 +305,156 @@ def test_a_gated_provider_is_ranked_by_score_when_a_token_is_configured(provider
     providers = hub_client_factory(HF_TOKEN=DEFAULT_VALID_TOKEN).get(f"/hub/model/{BASE_MODEL}/gguf-providers").json()
     assert providers[0]["repo_id"] == "gatedco/Llama-3-8B-GGUF"
     assert providers[0]["is_recommended"] is True and providers[0]["gated"] is True
+    assert providers[0]["downloadable"] is True
+
+
+def _by_score(providers: list[dict]) -> bool:
+    return [p["score"] for p in providers] == sorted((p["score"] for p in providers), reverse=True)
+
+
+def test_a_gated_provider_the_token_cannot_download_is_never_recommended(provider_hub, hub_client_factory):
+    # Issue 8, scenario 8: with HF_TOKEN set, a gated repo whose terms that account never accepted was recommended.
+    provider_hub.get_repo("gatedco/Llama-3-8B-GGUF").access_tokens = set()
+    client = hub_client_factory(HF_TOKEN=DEFAULT_VALID_TOKEN)
+    provider_hub.reset_requests()
+    providers = client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json()
+
+    assert [p["repo_id"] for p in providers][0] == "bartowski/Llama-3-8B-GGUF"
+    assert [p["is_recommended"] for p in providers] == [True, False, False, False]
+    gated = next(p for p in providers if p["repo_id"] == "gatedco/Llama-3-8B-GGUF")
+    assert (gated["gated"], gated["downloadable"], gated["is_recommended"]) == (True, False, False)
+    assert "not downloadable" in gated["reasons"][0] and "access" in gated["reasons"][0]
+    assert _by_score(providers) and providers[-1] is gated
+    # One HEAD checked the access, within the budget of 2 + candidates; the answer is cached with the rest.
+    heads = [r for r in provider_hub.requests_to("hub") if r.method == "HEAD"]
+    assert [r.path for r in heads] == ["/gatedco/Llama-3-8B-GGUF/resolve/" + provider_hub.get_repo(
+        "gatedco/Llama-3-8B-GGUF").sha + "/Llama-3-8B-Q6_K.gguf"]
+    assert len(provider_hub.requests_to("hub")) == 7 <= 2 + 6
+    provider_hub.reset_requests()
+    assert client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json() == providers
+    assert provider_hub.requests == []
+
+
+MIXED_REPO = "mixed/Llama-3-8B-GGUF"
+
+
+def _gguf(folder: Path, name: str, **kw) -> bytes:
+    return write_gguf(folder / f"{name}.gguf", name=name, **kw).read_bytes()
+
+
+def _split_set(folder: Path, stem: str, count: int) -> dict[str, bytes]:
+    folder.mkdir(parents=True)
+    return {path.name: path.read_bytes() for path in write_split_model(folder, stem, count, name=f"{stem} x{count}")}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _finish(client, download_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get(f"/local/downloads/{download_id}").json()
+        if status["status"] in ("completed", "failed", "cancelled"):
+            return status
+        assert time.monotonic() < deadline, f"download {download_id} did not finish: {status}"
+        time.sleep(0.05)
+
+
+def _files_on_disk(model: dict) -> dict[str, str]:
+    """{file name: sha256 of its bytes on disk} for every file (every part) of a listed model."""
+    first = Path(model["file_path"])
+    names = [part["filename"] for part in model["metadata"].get("parts") or []] or [first.name]
+    return {name: hashlib.sha256((first.parent / name).read_bytes()).hexdigest() for name in names}
+
+
+def test_files_that_are_not_parts_of_one_set_are_separate_variants_and_models(hub_env, hub_client_factory, tmp_path):
+    # Issue 8, scenario 7: these files were one Q4_K_M "variant" (and one Q8_0), downloaded as one split model.
+    files = {
+        "llama-7b.Q4_K_M.gguf": _gguf(tmp_path, "llama-7b"),
+        "llama-13b.Q4_K_M.gguf": _gguf(tmp_path, "llama-13b"),
+        "model-instruct-Q4_K_M.gguf": _gguf(tmp_path, "model-instruct"),
+        **_split_set(tmp_path / "two", "M-Q8_0", 2),
+        **_split_set(tmp_path / "three", "M-Q8_0", 3),
+    }
+    hub_env.add_repo(FakeRepo(BASE_MODEL, files={"config.json": b"{}"}))
+    hub_env.add_repo(FakeRepo(MIXED_REPO, tags=["gguf", f"base_model:quantized:{BASE_MODEL}"], files=files))
+    client = hub_client_factory()
+
+    (provider,) = client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json()
+    labels = {tuple(v["files"]): v["quantization"] for v in provider["variants"]}
+    assert labels == {
+        ("llama-7b.Q4_K_M.gguf",): "Q4_K_M (llama-7b)",
+        ("llama-13b.Q4_K_M.gguf",): "Q4_K_M (llama-13b)",
+        ("model-instruct-Q4_K_M.gguf",): "Q4_K_M (model-instruct)",
+        ("M-Q8_0-00001-of-00002.gguf", "M-Q8_0-00002-of-00002.gguf"): "Q8_0 (M, 2 parts)",
+        tuple(f"M-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)): "Q8_0 (M, 3 parts)",
+    }
+    assert provider["model_variants"] == [v["quantization"] for v in provider["variants"]]
+
+    # The bare label now names several variants: 409 with the candidates, and nothing is queued.
+    for legacy, count in (("Q4_K_M", 3), ("q8_0", 2)):
+        response = client.post("/local/download", json={"repo_id": MIXED_REPO, "quantization": legacy})
+        assert (response.status_code, response.json()["error_code"]) == (409, "AMBIGUOUS_VARIANT")
+        candidates = response.json()["details"]["candidates"]
+        assert sorted(c["quantization"] for c in candidates) == sorted(l for l in labels.values() if legacy.upper() in l)
+        assert len(candidates) == count and all(c["files"] for c in candidates)
+    assert client.get("/local/downloads").json() == []
+
+    # Each label downloads exactly its own files, and each becomes one model of its own.
+    for variant_files, label in labels.items():
+        response = client.post("/local/download", json={"repo_id": MIXED_REPO, "quantization": label})
+        assert response.status_code == 202, response.text
+        status = _finish(client, response.json()["download_id"])
+        assert status["status"] == "completed", status
+        assert status["files"] == list(variant_files)
+    models = client.get("/local/models").json()
+    assert len(models) == len(labels) == len({m["model_id"] for m in models})
+    expected = {tuple(_sha256(files[name]) for name in names) for names in labels}
+    assert {tuple(_files_on_disk(m).values()) for m in models} == expected
+
+
+def test_providers_offer_only_files_and_labels_the_download_endpoint_takes(hub_env, hub_client_factory, tmp_path):
+    # Issue 8, scenario 8: files the download endpoint refuses were offered, and a label over 40 characters
+    # (a file with no known quantization is named after the file) was a 422 on the page's Download button.
+    good = _gguf(tmp_path, "Llama-3-8B-Q4_K_M")
+    long_stem = "llama-3-8b-instruct-merged-with-a-very-long-experiment-name"
+    refused = ["dir\\Llama-3-8B-Q5_K_M.gguf", "./Llama-3-8B-Q6_K.gguf", "Llama-3-8B-Q3_K_M\x01.gguf",
+               "sub/../Llama-3-8B-Q2_K.gguf", "sub//Llama-3-8B-Q8_0.gguf"]
+    files = {"Llama-3-8B-Q4_K_M.gguf": good, f"{long_stem}.gguf": _gguf(tmp_path, long_stem)}
+    files.update({name: good for name in refused})
+    hub_env.add_repo(FakeRepo(BASE_MODEL, files={"config.json": b"{}"}))
+    hub_env.add_repo(FakeRepo(MIXED_REPO, tags=["gguf", f"base_model:quantized:{BASE_MODEL}"], files=files))
+    client = hub_client_factory()
+
+    (provider,) = client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json()
+    assert sorted(f for v in provider["variants"] for f in v["files"]) == sorted(["Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf"])
+    assert sorted(provider["model_variants"]) == sorted(["Q4_K_M", long_stem])
+    assert any("left out" in reason and "Q5_K_M" in reason for reason in provider["reasons"])
+    for name in refused:  # the download endpoint refuses each of them
+        response = client.post("/local/download", json={"repo_id": MIXED_REPO, "filename": name})
+        assert response.status_code in (400, 422), (name, response.text)
+
+    for label in provider["model_variants"]:
+        response = client.post("/local/download", json={"repo_id": MIXED_REPO, "quantization": label})
+        assert response.status_code == 202, response.text
+        assert _finish(client, response.json()["download_id"])["status"] == "completed"
+    models = client.get("/local/models").json()
+    assert sorted(_files_on_disk(m)[Path(m["file_path"]).name] for m in models) == sorted(
+        _sha256(files[name]) for name in ("Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf")
+    )
+
+
+def test_a_huge_readme_is_not_read_whole(hub_env, hub_client_factory):
+    # Issue 8, scenario 10: the README was read whole, then cut to README_MAX_BYTES.
+    readme = b"# Big\n\nA model card that never ends.\n\n" + b"lorem ipsum " * (64 * 1024 * 1024 // 12)
+    hub_env.add_repo(FakeRepo("big/card", files={"README.md": readme, "config.json": b"{}"}))
+    body = hub_client_factory().get("/hub/model/big/card").json()
+    assert body["description"] == "A model card that never ends."
+    content = body["readme_content"].encode()
+    assert README_MAX_BYTES - 16 <= len(content) <= README_MAX_BYTES and readme.startswith(content)
+    # What the Hub sent before we hung up: our limit, a read chunk and the sockets' buffers, not 64 MiB.
+    assert hub_env.bytes_served["README.md"] < 16 * 1024 * 1024
 
 
 def test_a_model_without_quantizations_has_no_providers(provider_hub, hub_client_factory):

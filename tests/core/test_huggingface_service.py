@@ -10,11 +10,19 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.hf_api import ModelInfo
 
-from model_manager.core.errors import GatedRepoError, HubUnavailableError, NotFoundError, RateLimitedError
-from model_manager.core.models import HubSort, QuantVariant, SearchFilters
+from model_manager.core.errors import (
+    AmbiguousVariantError,
+    GatedRepoError,
+    HubUnavailableError,
+    InvalidFileError,
+    NotFoundError,
+    RateLimitedError,
+)
+from model_manager.core.models import DownloadRequest, HubSort, QuantVariant, SearchFilters
+from model_manager.core.services.downloads.filenames import check_repo_filename
 from model_manager.core.services.hub import cards
 from model_manager.core.services.hub.cache import TTLCache
-from model_manager.core.services.hub.ranking import ProviderCandidate, rank_providers, score_candidate
+from model_manager.core.services.hub.ranking import DEMOTED_SHARE, ProviderCandidate, rank_providers, score_candidate
 from model_manager.core.services.hub.variants import group_variants
 from model_manager.core.services.huggingface_service import HuggingFaceService
 from tests.conftest import free_port
@@ -115,6 +123,20 @@ async def test_resolve_variant_gives_split_parts_in_order_without_projectors(hub
 async def test_resolve_variant_of_an_unknown_quantization_is_not_found(hub_service_factory, split_repo):
     with pytest.raises(NotFoundError):
         await hub_service_factory().resolve_variant(SPLIT_REPO, "Q3_K_S")
+
+
+async def test_resolve_variant_of_a_quantization_that_names_several_variants_is_ambiguous(hub_env, hub_service_factory):
+    hub_env.add_repo(FakeRepo("mixed/m", files={"a.Q4_K_M.gguf": b"a", "b.Q4_K_M.gguf": b"bb", "c-Q8_0.gguf": b"c"}))
+    service = hub_service_factory()
+    with pytest.raises(AmbiguousVariantError) as caught:
+        await service.resolve_variant("mixed/m", "Q4_K_M")
+    candidates = caught.value.details["candidates"]
+    assert [(c["quantization"], c["files"]) for c in candidates] == [
+        ("Q4_K_M (a)", ["a.Q4_K_M.gguf"]),
+        ("Q4_K_M (b)", ["b.Q4_K_M.gguf"]),
+    ]
+    assert [f.filename for f in await service.resolve_variant("mixed/m", "Q4_K_M (b)")] == ["b.Q4_K_M.gguf"]
+    assert [f.filename for f in await service.resolve_variant("mixed/m", "q8_0")] == ["c-Q8_0.gguf"]
 
 
 async def test_resolve_maps_rate_limits_and_outages(hub_env, hub_service_factory, tmp_path, split_repo):
@@ -279,6 +301,66 @@ def test_variants_group_split_parts_and_set_projectors_apart():
     assert grouped.variant("q4_k_m").files == ["M.Q4_K_M.gguf"]
 
 
+def test_files_that_are_not_parts_of_one_set_are_separate_variants():
+    grouped = group_variants(
+        [
+            ("llama-7b.Q4_K_M.gguf", 7),
+            ("llama-13b.Q4_K_M.gguf", 13),
+            ("model-instruct-Q4_K_M.gguf", 8),
+            ("M-Q8_0-00001-of-00002.gguf", 1),
+            ("M-Q8_0-00002-of-00002.gguf", 1),
+            *((f"M-Q8_0-0000{i}-of-00003.gguf", 1) for i in (1, 2, 3)),
+            ("Q6_K/model-Q6_K.gguf", 6),
+            ("model-Q6_K.gguf", 6),
+        ]
+    )
+    assert {v.quantization: v.files for v in grouped.variants} == {
+        "Q4_K_M (llama-7b)": ["llama-7b.Q4_K_M.gguf"],
+        "Q4_K_M (llama-13b)": ["llama-13b.Q4_K_M.gguf"],
+        "Q4_K_M (model-instruct)": ["model-instruct-Q4_K_M.gguf"],
+        "Q8_0 (M, 2 parts)": ["M-Q8_0-00001-of-00002.gguf", "M-Q8_0-00002-of-00002.gguf"],
+        "Q8_0 (M, 3 parts)": [f"M-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)],
+        "Q6_K (Q6_K/model)": ["Q6_K/model-Q6_K.gguf"],
+        "Q6_K (model)": ["model-Q6_K.gguf"],
+    }
+    assert len(grouped.matching("Q4_K_M")) == 3 and len(grouped.matching("q8_0")) == 2
+    with pytest.raises(AmbiguousVariantError):
+        grouped.variant("Q6_K")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["x" * 300 + ".gguf", "y" * 990 + ".gguf"],  # labels named after long files
+        ["a/" + "m" * 900 + "-Q4_K_M.gguf", "b/" + "m" * 900 + "-Q4_K_M.gguf"],  # qualifiers as long as a path
+        ["Model.gguf", "model.gguf", "sub/Model.gguf"],  # no quantization, one name in three places
+        ["M-Q8_0.gguf", "M-Q8_0-00001-of-00002.gguf", "M-Q8_0-00002-of-00002.gguf", "Q8_0/M-Q8_0.gguf"],
+        ["Q4_K_M (x).gguf", "x-Q4_K_M.gguf", "Q4_K_M.gguf"],
+    ],
+)
+def test_every_label_is_unique_and_taken_by_a_download_request(names):
+    variants = group_variants((name, 1) for name in names).variants
+    labels = [v.quantization for v in variants]
+    assert len(labels) == len(set(labels))
+    assert sorted(f for v in variants for f in v.files) == sorted(names)
+    for label in labels:
+        DownloadRequest(repo_id="org/model", quantization=label)  # raises when the request refuses the label
+        assert group_variants((name, 1) for name in names).variant(label).quantization == label
+
+
+def test_variants_leave_out_names_downloads_refuse_and_incomplete_split_sets():
+    refused = ["a\\b-Q4_K_M.gguf", "./c-Q4_K_M.gguf", "d\x01-Q4_K_M.gguf", "e/../f-Q4_K_M.gguf", "/g-Q4_K_M.gguf",
+               "h//i-Q4_K_M.gguf", "j" * 1000 + ".gguf"]
+    incomplete = ["M-Q8_0-00001-of-00003.gguf", "M-Q8_0-00003-of-00003.gguf"]
+    grouped = group_variants((name, 1) for name in [*refused, *incomplete, "ok-Q4_K_M.gguf", "./mmproj-f16.gguf"])
+    assert [v.files for v in grouped.variants] == [["ok-Q4_K_M.gguf"]]
+    assert grouped.mmproj_files == []
+    assert sorted(grouped.left_out) == sorted([*refused, *incomplete, "./mmproj-f16.gguf"])
+    for name in refused:
+        with pytest.raises(InvalidFileError):
+            check_repo_filename(name)
+
+
 # ---------------------------------------------------------------- ranking
 
 
@@ -322,6 +404,20 @@ def test_known_quantizer_breaks_ties_only():
 def test_a_provider_that_cannot_be_downloaded_is_never_recommended():
     (only,) = rank_providers([_candidate(gated=True, downloadable=False)], "base/m", NOW)
     assert only.is_recommended is False and only.gated is True
+
+
+def test_a_provider_that_cannot_be_downloaded_scores_below_every_one_that_can():
+    # The best possible gated provider without access against the weakest possible downloadable one.
+    best = _candidate("big/m-GGUF", downloads=10**9, likes=10**9, last_modified=NOW, gated=True, downloadable=False,
+                      why_not_downloadable="gated and the configured HF_TOKEN has no access",
+                      variants=[QuantVariant(quantization=f"Q{i}", files=[f"m-Q{i}.gguf"], size_bytes=1) for i in range(9)])
+    weakest = _candidate("small/m-GGUF", downloads=0, likes=0, last_modified=None, card_relation=False, variants=[])
+    ranked = rank_providers([best, weakest], "base/m", NOW)
+    assert [p.repo_id for p in ranked] == ["small/m-GGUF", "big/m-GGUF"]
+    assert ranked[0].score == 18.0 and ranked[1].score == pytest.approx(100 * DEMOTED_SHARE)
+    assert [(p.is_recommended, p.downloadable) for p in ranked] == [(True, True), (False, False)]
+    assert ranked[1].reasons[0].startswith("not downloadable: gated and the configured HF_TOKEN has no access")
+    assert len(ranked[1].reasons) == 6  # the five parts of the score follow the reason it was demoted
 
 
 # ---------------------------------------------------------------- cards

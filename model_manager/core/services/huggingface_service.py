@@ -20,7 +20,7 @@ from model_manager.core.models import GGUFProvider, HubFile, HubSort, ModelInfoD
 from model_manager.core.services.hub import cards, search
 from model_manager.core.services.hub.client import HubClient, query_params
 from model_manager.core.services.hub.ranking import ProviderCandidate, rank_providers
-from model_manager.core.services.hub.variants import RepoFiles, group_variants
+from model_manager.core.services.hub.variants import RepoFiles, ambiguous, group_variants
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PROVIDER_MAX_CANDIDATES = 30  # the most-downloaded quantizations examined; each costs one Hub request
@@ -68,11 +68,19 @@ class HuggingFaceService:
         return await self._remote_file(info, revision, sibling)
 
     async def resolve_variant(self, repo_id: str, quantization: str, revision: str = "main") -> list[RemoteFile]:
-        """Every `.gguf` file of the variant (split parts in order, projector files excluded)."""
+        """Every `.gguf` file of the variant labelled `quantization` (split parts in order, projectors excluded).
+
+        Raises NotFoundError when no variant matches, AmbiguousVariantError (details list the candidates)
+        when it matches several: an old label such as `Q4_K_M` in a repo where labels were disambiguated,
+        or a label given in another case that matches several labels.
+        """
         info = await self.client.model_info(repo_id, revision=revision, files_metadata=True, cached=False)
-        variant = _repo_files(info).variant(quantization)
-        if variant is None:
+        found = _repo_files(info).matching(quantization)
+        if len(found) > 1:
+            raise ambiguous(quantization, found, where=repo_id)
+        if not found:
             raise NotFoundError(f"{repo_id} has no GGUF variant {quantization!r} at revision {revision!r}")
+        (variant,) = found
         siblings = {s.rfilename: s for s in info.siblings or ()}
         return list(await asyncio.gather(*(self._remote_file(info, revision, siblings[f]) for f in variant.files)))
 
@@ -145,21 +153,31 @@ class HuggingFaceService:
         )
 
     async def _check_gated_access(self, info: ModelInfo) -> None:
+        """Returns when our HF_TOKEN may read the gated repo's files; raises GatedRepoError when it may not."""
         if not self.client.token:
             raise GatedRepoError(
                 f"{info.id} is gated: accept its terms on the Hub and set HF_TOKEN to a token of that account",
                 details={"token_configured": False},
             )
+        if not await self._may_download(info):
+            raise GatedRepoError(
+                f"{info.id} is gated and the configured HF_TOKEN has no access: accept its terms on the Hub "
+                "with the account of that token",
+                details={"token_configured": True},
+            )
+
+    async def _may_download(self, info: ModelInfo) -> bool:
+        """Whether our token may read the gated repo's files: one HEAD of one file, its verdict cached."""
         names = [s.rfilename for s in info.siblings or ()]
         probe = next((n for n in names if n not in ("README.md", ".gitattributes")), names[0] if names else None)
-        if probe is not None:  # raises GatedRepoError when the Hub refuses our token
-            await self.client.file_metadata(info.id, probe, info.sha or "main", cached=True)
+        return probe is None or await self.client.may_read(info.id, probe, info.sha or "main")
 
     async def get_gguf_providers(self, repo_id: str) -> list[GGUFProvider]:
-        """The repos holding GGUF quantizations of the model, best first (see hub/ranking.py). `[]` if none.
+        """The repos holding GGUF quantizations of the model, best first by score (see hub/ranking.py). `[]` if none.
 
         Hub requests: one listing through the `base_model:quantized:<id>` relation, one model_info of the
-        base model, and one model_info (with file sizes) per candidate that lists `.gguf` files.
+        base model, one model_info (with file sizes) per candidate that lists `.gguf` files, and with
+        HF_TOKEN set one HEAD per gated candidate to learn whether that token may download it. All cached.
         """
         params = query_params(
             filter=[f"base_model:quantized:{repo_id}", "gguf"],
@@ -179,17 +197,25 @@ class HuggingFaceService:
                     info = await self.client.model_info(listing.id)
                 except NotFoundError:  # deleted or made private since the listing
                     return None
-            return self._candidate(info, base_id)
+                if not _may_quantize(info, base_id):
+                    return None
+                # A gated repo is downloadable only with a token whose account accepted its terms: ask the Hub.
+                downloadable = not info.gated or (self.client.token is not None and await self._may_download(info))
+            return self._candidate(info, base_id, downloadable)
 
         candidates = await asyncio.gather(*(examine(info) for info in listed))
         found = [c for c in candidates if c is not None and c.variants]
         return rank_providers(found, base_id, now=datetime.now(timezone.utc))
 
-    def _candidate(self, info: ModelInfo, base_id: str) -> ProviderCandidate | None:
-        if not _may_quantize(info, base_id):
-            return None
+    def _candidate(self, info: ModelInfo, base_id: str, downloadable: bool) -> ProviderCandidate:
         repo_files = _repo_files(info)
         gated = bool(info.gated)
+        if downloadable:
+            blocked = None
+        elif self.client.token is None:
+            blocked = "gated and no HF_TOKEN is configured"
+        else:
+            blocked = "gated and the configured HF_TOKEN has no access (accept its terms on the Hub with that account)"
         return ProviderCandidate(
             repo_id=info.id,
             author=search.author_of(info) or "",
@@ -201,7 +227,9 @@ class HuggingFaceService:
             hub_relation=_has_relation_tag(info, base_id),
             card_relation=_card_names(info, base_id),
             gated=gated,
-            downloadable=not gated or self.client.token is not None,
+            downloadable=downloadable,
+            why_not_downloadable=blocked,
+            left_out_files=repo_files.left_out,
         )
 
 

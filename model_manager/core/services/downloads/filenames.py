@@ -6,16 +6,18 @@ from pathlib import PurePosixPath
 
 from model_manager.core.errors import InvalidFileError
 from model_manager.core.gguf_format import is_gguf_filename
+from model_manager.core.models import REPO_FILENAME_MAX_LENGTH
 
 
 def check_repo_filename(filename: str) -> str:
     """Return `filename` when it is a plain relative path to a `.gguf` file in a repo.
 
     Raises InvalidFileError for an absolute path, a `..` or `.` segment, a backslash, a NUL or other
-    control character, an empty segment, or a file that is not GGUF: such a name could otherwise
-    leave the storage folders, or would never become a model in the library.
+    control character, an empty segment, a name longer than a download request takes, or a file that
+    is not GGUF: such a name could otherwise leave the storage folders, or would never become a model
+    in the library. The Hub's provider listing offers only names this accepts (`filename_problem`).
     """
-    problem = _problem(filename)
+    problem = filename_problem(filename)
     if problem:
         raise InvalidFileError(
             f"invalid filename {filename!r}: {problem}; give the file's path inside the repo, "
@@ -25,7 +27,10 @@ def check_repo_filename(filename: str) -> str:
     return filename
 
 
-def _problem(filename: str) -> str | None:
+def filename_problem(filename: str) -> str | None:
+    """Why `check_repo_filename` refuses `filename`, in a few words; None when it accepts it."""
+    if len(filename) > REPO_FILENAME_MAX_LENGTH:
+        return f"it is longer than {REPO_FILENAME_MAX_LENGTH} characters"
     if any(ord(char) < 32 or ord(char) == 127 for char in filename):
         return "it contains a control character"
     if "\\" in filename:

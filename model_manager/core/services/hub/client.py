@@ -117,6 +117,18 @@ class HubClient:
             lambda: get_hf_file_metadata(url, token=self._token_arg, timeout=self.timeout, endpoint=self.endpoint),
         )
 
+    async def may_read(self, repo_id: str, filename: str, revision: str) -> bool:
+        """Whether our token may read the file of a gated repo: one HEAD, whose verdict (yes or no) is cached."""
+
+        async def ask() -> bool:
+            try:
+                await self.file_metadata(repo_id, filename, revision)
+            except GatedRepoError:
+                return False
+            return True
+
+        return await self.cache.get_or_fetch(("may_read", repo_id, filename, revision), ask)
+
     async def read_text(self, repo_id: str, filename: str, revision: str) -> str | None:
         """The first README_MAX_BYTES of a text file of the repo (the README), None when the repo has no such file. Cached."""
         try:

@@ -9,15 +9,19 @@ score (0..100) = 30 * relation + 30 * downloads + 15 * likes + 15 * recency + 10
 * recency   = 0.5 ** (days since last update / 180) (halves every six months);
 * breadth   = min(1, number of variants / 8).
 
-Order: providers the configured token can download first, then by score; among equal scores a known
-quantizer goes first (a tie-breaker only, never part of the score), then more downloads, then the repo id.
-Only the first provider can be recommended, and only if it can be downloaded.
+A provider the configured HF_TOKEN cannot download (gated, and no token or no access) keeps only
+DEMOTED_SHARE (15 %) of that: at most 15 points, below any downloadable provider, which has at least the
+18 points of a partial relation. Its first reason says so.
+
+Order: strictly by score; among equal scores a known quantizer goes first (a tie-breaker only, never part
+of the score), then more downloads, then the repo id. Only the first provider can be recommended, and
+only if it can be downloaded.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from model_manager.core.models import GGUFProvider, QuantVariant
@@ -28,6 +32,9 @@ DOWNLOADS_FOR_FULL_MARKS = 1_000_000
 LIKES_FOR_FULL_MARKS = 10_000
 RECENCY_HALF_LIFE_DAYS = 180.0
 VARIANTS_FOR_FULL_MARKS = 8
+# What a provider that cannot be downloaded keeps of its score: 100 points become at most 15, fewer than the
+# 30 * PARTIAL_RELATION = 18 that every provider (related to the base by definition) earns.
+DEMOTED_SHARE = 0.15
 
 # Accounts known for careful, complete GGUF conversions. Used only to order providers whose scores are equal.
 KNOWN_QUANTIZERS = frozenset(
@@ -61,7 +68,9 @@ class ProviderCandidate:
     hub_relation: bool  # tagged `base_model:quantized:<base>` by the Hub
     card_relation: bool  # the card's `base_model` names the base
     gated: bool
-    downloadable: bool  # not gated, or gated with a token configured
+    downloadable: bool  # not gated, or gated and our HF_TOKEN may read its files
+    why_not_downloadable: str | None = None  # said first in the reasons of a provider that is not downloadable
+    left_out_files: list[str] = field(default_factory=list)  # .gguf files no download could take
 
     @property
     def known_quantizer(self) -> bool:
@@ -106,21 +115,33 @@ def score_candidate(candidate: ProviderCandidate, base_model: str, now: datetime
     ]
     if candidate.mmproj_files:
         reasons.append(f"also has multimodal projector file(s): {', '.join(candidate.mmproj_files)}")
+    if candidate.left_out_files:
+        reasons.append(
+            f"left out {len(candidate.left_out_files)} .gguf file(s) no download can take (a name the download "
+            f"endpoint refuses, or a split set with a part missing): {', '.join(map(repr, candidate.left_out_files))}"
+        )
     if candidate.known_quantizer:
         reasons.append(f"known quantizer ({candidate.author}): breaks ties only")
+    score = sum(points.values())
     if not candidate.downloadable:
-        reasons.append("gated and no HF_TOKEN is configured: listed after downloadable providers, never recommended")
+        why = candidate.why_not_downloadable or "gated and no HF_TOKEN is configured"
+        demoted = score * DEMOTED_SHARE
+        reasons.insert(
+            0,
+            f"not downloadable: {why}; its score keeps {DEMOTED_SHARE:.0%} of {score:.1f} = {demoted:.1f}, "
+            "below every provider you can download; never recommended",
+        )
+        score = demoted
     elif candidate.gated:
-        reasons.append("gated: downloading needs HF_TOKEN from an account that accepted its terms")
-    return round(sum(points.values()), 2), reasons
+        reasons.append("gated: the configured HF_TOKEN has access")
+    return round(score, 2), reasons
 
 
 def rank_providers(candidates: list[ProviderCandidate], base_model: str, now: datetime) -> list[GGUFProvider]:
-    """The providers, best first, each with its score and reasons; the first is recommended if downloadable."""
+    """The providers, best score first, each with its reasons; the first is recommended if downloadable."""
     scored = [(candidate, *score_candidate(candidate, base_model, now)) for candidate in candidates]
     scored.sort(
         key=lambda item: (
-            not item[0].downloadable,
             -item[1],
             not item[0].known_quantizer,
             -item[0].downloads,
@@ -145,6 +166,7 @@ def rank_providers(candidates: list[ProviderCandidate], base_model: str, now: da
                 score=score,
                 reasons=reasons,
                 gated=candidate.gated,
+                downloadable=candidate.downloadable,
             )
         )
     return providers
