@@ -330,3 +330,14 @@ async def test_a_split_set_with_a_part_missing_or_broken_is_skipped_whole(homes,
     reasons = {skip.path: skip.reason for skip in result.skipped}
     assert reasons[str(incomplete[0])] == "split model with parts [2] of 3 missing"
     assert reasons[str(broken[1])].startswith(f"part 2 of 2 of {broken[0].name}: ")
+
+
+async def test_a_scanned_folder_holding_models_dir_leaves_the_library_out(tmp_path, homes, storage):
+    without_locked_folder(homes)
+    settings = make_settings(tmp_path, tmp_path, LIBRARY_SCAN_DIRS=str(tmp_path))  # MODELS_DIR is tmp_path/models
+    write_gguf(storage.models_dir / "ours-Q4_0.gguf", name="Ours")
+
+    found = by_key(await Discovery(settings, storage).discover())
+
+    assert ("folder", "models/ours-Q4_0.gguf") not in found
+    assert ("folder", "my-models/mistral/mistral-IQ4_XS.gguf") in found

@@ -6,6 +6,7 @@ depth; the service's own storage folders are left out. Blocking: call from a wor
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from model_manager.core.services.discovery.found import Findings, add_models_below
@@ -14,7 +15,7 @@ TOOL = "folder"
 MAX_DEPTH = 6
 
 
-def find(root: Path, findings: Findings, excluded: list[Path]) -> None:
+def find(root: Path, findings: Findings, excluded: Collection[str]) -> None:
     """Add every GGUF model below the folder `root`, except in the folders `excluded` (real paths)."""
     add_models_below(
         root,
@@ -22,5 +23,5 @@ def find(root: Path, findings: Findings, excluded: list[Path]) -> None:
         findings,
         lambda paths: {"name": paths[0].relative_to(root).as_posix()},
         max_depth=MAX_DEPTH,
-        excluded={str(folder) for folder in excluded},
+        excluded=excluded,
     )

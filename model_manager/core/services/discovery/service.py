@@ -108,14 +108,14 @@ class Discovery:
         """Where discover looks, in this order (a file found twice is listed under the first)."""
         env = os.environ if env is None else env
         home = Path.home() if home is None else home
-        own = [os.path.realpath(f) for f in (self.settings.models_dir, self.settings.downloads_dir, self.settings.data_dir)]
+        own = {os.path.realpath(f) for f in (self.settings.models_dir, self.settings.downloads_dir, self.settings.data_dir)}
         return [
             Place(ollama.TOOL, ollama.store_root(env, home), ollama.find),
             Place(lmstudio.TOOL, lmstudio.models_root(env, home), lmstudio.find),
             Place(hf_cache.TOOL, hf_cache.cache_root(env, home), hf_cache.find),
             Place(llama_cpp.TOOL, llama_cpp.cache_root(env, home), llama_cpp.find),
             *(
-                Place(scan_dirs.TOOL, folder, partial(scan_dirs.find, excluded=[Path(p) for p in own]))
+                Place(scan_dirs.TOOL, folder, partial(scan_dirs.find, excluded=own))
                 for folder in self.settings.library_scan_dirs
             ),
         ]
