@@ -16,6 +16,7 @@ from model_manager.app.body_limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from model_manager.app.deps import require_token
 from model_manager.app.errors import install_error_handlers
 from model_manager.app.logging import RequestIdMiddleware, configure_logging
+from model_manager.app.openapi_errors import drop_default_validation_errors, error_responses
 from model_manager.app.routes import discover, downloads, health, hub, local_models, storage, web
 from model_manager.app.routes import fit as fit_routes
 from model_manager.app.routes import system as system_routes
@@ -96,16 +97,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The middleware already refused requests without the token; the dependency declares the scheme in
     # the OpenAPI document and checks once more.
-    protected = [Depends(require_token)]
+    protected = {"dependencies": [Depends(require_token)], "responses": error_responses(401)}
     app.include_router(health.router)
-    app.include_router(hub.router, dependencies=protected)
-    app.include_router(downloads.router, dependencies=protected)
-    app.include_router(local_models.router, dependencies=protected)
-    app.include_router(storage.router, dependencies=protected)
-    app.include_router(discover.router, dependencies=protected)
-    app.include_router(fit_routes.router, dependencies=protected)
-    app.include_router(system_routes.router, dependencies=protected)
+    app.include_router(hub.router, **protected)
+    app.include_router(downloads.router, **protected)
+    app.include_router(local_models.router, **protected)
+    app.include_router(storage.router, **protected)
+    app.include_router(discover.router, **protected)
+    app.include_router(fit_routes.router, **protected)
+    app.include_router(system_routes.router, **protected)
     app.include_router(web.router)
+    drop_default_validation_errors(app)
     return app
 
 

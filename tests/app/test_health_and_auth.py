@@ -128,3 +128,9 @@ def test_the_openapi_document_declares_the_bearer_scheme_on_protected_routes(set
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             assert ("security" in operation) == (path not in PUBLIC_PATHS), (method, path)
+
+
+def test_a_wrong_method_names_every_method_of_the_path(client):
+    response = client.request("PATCH", "/local/models/some-id")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}

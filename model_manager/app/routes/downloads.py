@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from model_manager.app.deps import DownloadsDep
+from model_manager.app.openapi_errors import error_responses
 from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadStatus, MessageResponse
 from model_manager.core.services.download_manager import DownloadManager
 
@@ -18,12 +19,17 @@ PING_SECONDS = 15
 SEND_TIMEOUT_SECONDS = 60  # a client that reads nothing for this long is disconnected
 
 
-@router.post("/download", status_code=202, response_model=DownloadAccepted)
+@router.post(
+    "/download",
+    status_code=202,
+    response_model=DownloadAccepted,
+    responses=error_responses(400, 403, 404, 409, 413, 422, 429, 502, 507),
+)
 async def request_download(request: DownloadRequest, downloads: DownloadsDep) -> DownloadAccepted:
     return await downloads.enqueue(request)
 
 
-@router.get("/download/status", response_class=EventSourceResponse)
+@router.get("/download/status", response_class=EventSourceResponse, responses=error_responses(404, 503))
 async def download_events(
     downloads: DownloadsDep,
     download_id: Annotated[
@@ -57,12 +63,12 @@ async def list_downloads(downloads: DownloadsDep) -> list[DownloadStatus]:
     return downloads.list()
 
 
-@router.get("/downloads/{download_id}", response_model=DownloadStatus)
+@router.get("/downloads/{download_id}", response_model=DownloadStatus, responses=error_responses(404))
 async def get_download(download_id: str, downloads: DownloadsDep) -> DownloadStatus:
     return downloads.get(download_id)
 
 
-@router.delete("/download/{download_id}", response_model=MessageResponse)
+@router.delete("/download/{download_id}", response_model=MessageResponse, responses=error_responses(404, 409))
 async def cancel_download(download_id: str, downloads: DownloadsDep) -> MessageResponse:
     await downloads.cancel(download_id)
     return MessageResponse(message="Download cancelled successfully")

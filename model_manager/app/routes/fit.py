@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from model_manager.app.openapi_errors import error_responses
 from model_manager.core.fit.service import MAX_CONTEXT, FitService
 from model_manager.core.models import LocalModelFit, VariantFit
 
@@ -29,12 +30,37 @@ VramQuery = Annotated[
 ]
 
 
-@router.get("/hub/fit", response_model=VariantFit)
+# `quantization` and `filename` as the document shows them: one exploded query object that needs at least one
+# of the two (OpenAPI has no other way to tie two query parameters); the service answers 422 without either.
+_VARIANT_PARAMETER = {
+    "name": "variant",
+    "in": "query",
+    "required": True,
+    "style": "form",
+    "explode": True,
+    "description": "`quantization` (a variant's label) or `filename` (one of its files); `filename` wins when both",
+    "schema": {
+        "type": "object",
+        "properties": {
+            "quantization": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "filename": {"type": "string", "minLength": 1, "maxLength": 1000},
+        },
+        "anyOf": [{"required": ["quantization"]}, {"required": ["filename"]}],
+    },
+}
+
+
+@router.get(
+    "/hub/fit",
+    response_model=VariantFit,
+    responses=error_responses(400, 403, 404, 422, 429, 502),
+    openapi_extra={"parameters": [_VARIANT_PARAMETER]},
+)
 async def hub_variant_fit(
     fit: FitDep,
     repo_id: Annotated[str, Query(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")],
-    quantization: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
-    filename: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+    quantization: Annotated[str | None, Query(min_length=1, max_length=1000, include_in_schema=False)] = None,
+    filename: Annotated[str | None, Query(min_length=1, max_length=1000, include_in_schema=False)] = None,
     context: ContextQuery = None,
     ram_gb: RamQuery = None,
     vram_gb: VramQuery = None,
@@ -45,7 +71,7 @@ async def hub_variant_fit(
     )
 
 
-@router.get("/local/models/{model_id}/fit", response_model=LocalModelFit)
+@router.get("/local/models/{model_id}/fit", response_model=LocalModelFit, responses=error_responses(400, 404, 422))
 async def local_model_fit(
     fit: FitDep, model_id: str, context: ContextQuery = None, ram_gb: RamQuery = None, vram_gb: VramQuery = None
 ) -> LocalModelFit:

@@ -9,11 +9,25 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from model_manager.app.deps import HubDep
+from model_manager.app.openapi_errors import error_responses
 from model_manager.app.routes.fit import ContextQuery, FitDep, RamQuery, VramQuery
 from model_manager.core.errors import InvalidFiltersError
 from model_manager.core.models import GGUFProvider, HubSort, ModelInfoDetailed, ModelInfoShort, SearchFilters
 
 router = APIRouter(prefix="/hub", tags=["hub"])
+
+# Every Hub call can meet the Hub's rate limit or find it unreachable; a repo can be missing or gated.
+_HUB_ERRORS = (429, 502)
+_REPO_ERRORS = (403, 404, *_HUB_ERRORS)
+
+# `filters_json` as the document shows it: a JSON-encoded SearchFilters object (parsed by `parse_filters`).
+_FILTERS_PARAMETER = {
+    "name": "filters_json",
+    "in": "query",
+    "required": False,
+    "description": "A JSON object of filters; unknown keys, bad JSON or bad values are 400 INVALID_FILTERS",
+    "content": {"application/json": {"schema": SearchFilters.model_json_schema()}},
+}
 
 
 def parse_filters(filters_json: str | None) -> SearchFilters:
@@ -46,25 +60,39 @@ def parse_sort(sort: str) -> HubSort:
         raise InvalidFiltersError(f"unknown sort {sort!r}; use one of: {choices}") from None
 
 
-@router.get("/search", response_model=list[ModelInfoShort])
+@router.get(
+    "/search",
+    response_model=list[ModelInfoShort],
+    responses=error_responses(400, 422, *_HUB_ERRORS),
+    openapi_extra={"parameters": [_FILTERS_PARAMETER]},
+)
 async def search_models(
     hub: HubDep,
     query: Annotated[str | None, Query(max_length=200, description="Words in the repo id; empty lists all")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
-    sort: Annotated[str, Query(description="likes | downloads | time | update | trending")] = HubSort.likes.value,
-    filters_json: Annotated[str | None, Query(max_length=4000, description="JSON object of SearchFilters")] = None,
+    sort: Annotated[
+        str,
+        # An enum in the document; checked by `parse_sort` so that an unknown value is 400 INVALID_FILTERS.
+        Query(description="The order", json_schema_extra={"enum": [member.value for member in HubSort]}),
+    ] = HubSort.likes.value,
+    # Bounded by SearchFilters' own limits (and the server's URL length), not by a length of its own.
+    filters_json: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> list[ModelInfoShort]:
     filters = parse_filters(filters_json)
     return await hub.search_models(query, limit=limit, offset=offset, sort=parse_sort(sort), filters=filters)
 
 
-@router.get("/model/{author}/{model_name}", response_model=ModelInfoDetailed)
+@router.get("/model/{author}/{model_name}", response_model=ModelInfoDetailed, responses=error_responses(*_REPO_ERRORS))
 async def model_details(hub: HubDep, author: str, model_name: str) -> ModelInfoDetailed:
     return await hub.get_model_details(f"{author}/{model_name}")
 
 
-@router.get("/model/{author}/{model_name}/gguf-providers", response_model=list[GGUFProvider])
+@router.get(
+    "/model/{author}/{model_name}/gguf-providers",
+    response_model=list[GGUFProvider],
+    responses=error_responses(400, 422, *_REPO_ERRORS),
+)
 async def gguf_providers(
     hub: HubDep,
     fit_service: FitDep,

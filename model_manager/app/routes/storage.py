@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from model_manager.app.deps import DownloadsDep, LocalStorageDep
+from model_manager.app.openapi_errors import error_responses
 from model_manager.core.models import CleanupResult, RescanResult, StorageStats
 
 router = APIRouter(prefix="/local/storage", tags=["storage"])
@@ -18,7 +19,7 @@ async def storage_stats(storage: LocalStorageDep) -> StorageStats:
     return await storage.storage_stats()
 
 
-@router.post("/cleanup", response_model=CleanupResult)
+@router.post("/cleanup", response_model=CleanupResult, responses=error_responses(422))
 async def cleanup_storage(
     storage: LocalStorageDep,
     downloads: DownloadsDep,
@@ -31,7 +32,7 @@ async def cleanup_storage(
     return await storage.cleanup(dry_run=dry_run, active_download_ids=set(active))
 
 
-@router.post("/rescan", response_model=RescanResult)
+@router.post("/rescan", response_model=RescanResult, responses=error_responses(422))
 async def rescan_storage(
     storage: LocalStorageDep,
     dry_run: Annotated[bool, Query(description="List the models that would be registered, register nothing")] = False,
