@@ -11,6 +11,7 @@
     downloads: new Map(), // download_id -> last DownloadStatus
     stream: null, // AbortController of the all-downloads stream
     openRepo: null,
+    context: 8192, // the context the fit badges are computed for
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -330,19 +331,119 @@
     }
     if (providers.status === "rejected") handleError(providers.reason);
     renderDetails(info.value.data, providers.status === "fulfilled" ? providers.value.data : []);
+    if (providers.status === "fulfilled" && providers.value.data.length) loadFits(repoId);
   }
 
-  function downloadButton(request, label = "Download") {
+  // ------------------------------------------------------------------ will it run here?
+
+  const FIT_BADGES = { full_gpu: ["Full GPU", "good"], partial_gpu: ["Partial", "warn"], cpu: ["CPU", "info"], too_large: ["Too large", "bad"] };
+
+  function fmtGiB(bytes) {
+    return bytes === null || bytes === undefined ? "–" : `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  }
+
+  // The variant's badge; hovering shows the memory breakdown and the reasons.
+  function fitBadge(fit) {
+    if (!fit) return h("span", { class: "pill fit unknown", title: "Its header could not be read" }, "?");
+    const [label, tone] = FIT_BADGES[fit.fit] || [fit.fit, ""];
+    const m = fit.memory;
+    const title = [
+      `Weights ${fmtGiB(m.weights_bytes)}`, `KV cache ${fmtGiB(m.kv_cache_bytes)} (${fit.context_length} tokens)`,
+      `Compute ${fmtGiB(m.compute_bytes)}`, `Overhead ${fmtGiB(m.overhead_bytes)}`, `Total ${fmtGiB(m.total_bytes)}`,
+      ...fit.reasons,
+    ].join("\n");
+    const text = fit.fit === "partial_gpu" ? `${label} ${fit.gpu_layers}/${fit.total_layers}` : label;
+    // A CSS tooltip (data-tip) rather than a title: it shows the breakdown on lines, at once, and in screenshots.
+    return h("span", { class: `pill fit ${tone}`, tabindex: "0", "aria-label": `${text}. ${title}`, dataset: { fit: fit.fit, tip: title } }, text);
+  }
+
+  // Fetches every variant's fit (headers only, no download) and puts the badges into the provider tables.
+  async function loadFits(repoId) {
+    const path = `/hub/model/${repoId.split("/").map(encodeURIComponent).join("/")}/gguf-providers`;
+    const context = state.context;
+    for (const cell of document.querySelectorAll("#details td.fit-cell")) setChildren(cell, h("span", { class: "pill fit pending" }, "…"));
+    let providers;
+    try {
+      ({ data: providers } = await api(path, { query: { fit: "true", context } }));
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    if (state.openRepo !== repoId || state.context !== context) return; // another model or context meanwhile
+    for (const provider of providers) {
+      const box = [...document.querySelectorAll("#details .provider")].find((el) => el.dataset.repo === provider.repo_id);
+      if (!box) continue;
+      for (const mark of box.querySelectorAll(".best-fit")) mark.remove();
+      for (const variant of provider.variants || []) {
+        const cell = [...box.querySelectorAll("td.fit-cell")].find((el) => el.dataset.quant === variant.quantization);
+        if (cell) setChildren(cell, fitBadge(variant.fit));
+        const label = [...box.querySelectorAll("td.variant-cell")].find((el) => el.dataset.quant === variant.quantization);
+        if (label && variant.quantization === provider.recommended_variant) {
+          label.append(h("span", { class: "best-fit", title: "The best quality that fits entirely here" }, " ◆ best fit"));
+        }
+      }
+    }
+  }
+
+  function contextSelector(model) {
+    const choices = [2048, 4096, 8192, 16384, 32768, 65536, 131072];
+    return h(
+      "label",
+      { class: "context-select" },
+      "Context ",
+      h(
+        "select",
+        {
+          id: "fit-context",
+          "aria-label": "Context length for the fit",
+          onchange: (event) => {
+            state.context = Number(event.currentTarget.value);
+            loadFits(model.repo_id);
+          },
+        },
+        choices.map((n) => h("option", { value: String(n), selected: n === state.context }, `${n / 1024}k tokens`)),
+      ),
+    );
+  }
+
+  async function refreshHardware() {
+    let hw;
+    try {
+      ({ data: hw } = await api("/system/hardware"));
+    } catch (_) {
+      return; // the summary is a nicety; errors show elsewhere
+    }
+    const target = hw.fit_target;
+    const gpus = target.gpu_free_bytes.length
+      ? `GPU ${target.gpu_free_bytes.map((b) => fmtGiB(b)).join(" + ")} free`
+      : "no GPU";
+    const el = $("#hw-summary");
+    el.textContent = `${fmtGiB(target.ram_bytes)} RAM · ${gpus}${hw.unified_memory ? " (unified)" : ""}`;
+    el.title = `${hw.cpu_name}, ${hw.cpu_cores} cores · ${(hw.cpu_features || []).join(", ")}\nFit badges are for this target.`;
+    el.hidden = false;
+  }
+
+  // `blocked`: why the service cannot download it (a gated provider); the button is then disabled and says why.
+  function downloadButton(request, label = "Download", blocked = null) {
     return h(
       "button",
       {
         type: "button",
         class: "small primary",
+        disabled: Boolean(blocked),
+        title: blocked || undefined,
         dataset: { quant: request.quantization || "", file: request.filename || "" },
         onclick: (event) => startDownload(request, event.currentTarget),
       },
       label,
     );
+  }
+
+  // A variant's label; a disambiguated one ("Q4_K_M (llama-13b)") shows what tells it apart in a quieter type.
+  function variantLabel(label) {
+    const match = /^(\S+) \((.+)\)$/.exec(label);
+    if (!match) return h("code", {}, label);
+    return h("span", { class: "variant-label", title: `Download label: ${label}` }, h("code", {}, match[1]), " ", h("span", { class: "variant-qualifier" }, `(${match[2]})`));
   }
 
   function renderProvider(provider) {
@@ -351,20 +452,27 @@
       : provider.model_variants.map((quantization) => ({ quantization, size_bytes: null, files: [] }));
     return h(
       "div",
-      { class: `provider${provider.is_recommended ? " recommended" : ""}`, dataset: { repo: provider.repo_id } },
+      {
+        class: `provider${provider.is_recommended ? " recommended" : ""}${provider.downloadable === false ? " blocked" : ""}`,
+        dataset: { repo: provider.repo_id, downloadable: String(provider.downloadable !== false) },
+      },
       h(
         "div",
         { class: "provider-head" },
         repoName(provider.repo_id),
         provider.is_recommended ? h("span", { class: "pill good" }, "★ Recommended") : null,
         provider.gated ? h("span", { class: "pill warn" }, "Gated") : null,
+        // `downloadable` (+): false when the service's HF_TOKEN cannot download it; the first reason says why.
+        provider.downloadable === false
+          ? h("span", { class: "pill failed not-downloadable", title: (provider.reasons || [])[0] || "" }, "Not downloadable")
+          : null,
       ),
       h("div", { class: "muted" }, `${fmtCount(provider.total_downloads)} downloads · ${fmtCount(provider.likes)} likes · updated ${fmtDate(provider.last_updated)}`),
       provider.reasons && provider.reasons.length ? h("div", { class: "reasons" }, provider.reasons.join(" · ")) : null,
       h(
         "table",
         { class: "table compact" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Variant"), h("th", { class: "num" }, "Size"), h("th", { class: "num" }, "Files"), h("th", {}, ""))),
+        h("thead", {}, h("tr", {}, h("th", {}, "Variant"), h("th", {}, "Fit"), h("th", { class: "num" }, "Size"), h("th", { class: "num" }, "Files"), h("th", {}, ""))),
         h(
           "tbody",
           {},
@@ -372,10 +480,12 @@
             h(
               "tr",
               {},
-              h("td", {}, h("code", {}, variant.quantization)),
+              h("td", { class: "variant-cell", dataset: { quant: variant.quantization } }, variantLabel(variant.quantization)),
+              // Filled in place by loadFits, so that buttons and their state stay as they are.
+              h("td", { class: "fit-cell", dataset: { quant: variant.quantization } }, h("span", { class: "pill fit pending" }, "…")),
               h("td", { class: "num" }, fmtSize(variant.size_bytes)),
               h("td", { class: "num" }, String((variant.files || []).length || "–")),
-              h("td", { class: "num" }, downloadButton({ repo_id: provider.repo_id, quantization: variant.quantization })),
+              h("td", { class: "num" }, downloadButton({ repo_id: provider.repo_id, quantization: variant.quantization }, "Download", provider.downloadable === false ? (provider.reasons || [])[0] || "Not downloadable" : null)),
             ),
           ),
         ),
@@ -401,7 +511,7 @@
         h("button", { type: "button", class: "link-button", "aria-label": "Close", onclick: closeDetails }, "Close")),
       model.description ? h("p", { class: "description" }, model.description) : null,
       h("dl", { class: "facts" }, facts.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)])),
-      h("h3", {}, "GGUF providers"),
+      h("div", { class: "providers-head" }, h("h3", {}, "GGUF providers"), providers.length ? contextSelector(model) : null),
       providers.length
         ? h("div", { class: "providers" }, providers.map(renderProvider))
         : h("p", { class: "empty" }, "No GGUF quantizations of this model were found."),
@@ -676,6 +786,7 @@
     startDownloadStream();
     refreshStorage();
     refreshLibrary();
+    refreshHardware();
   }
 
   function wire() {
