@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.cli.fixtures import BASE_REPO, GGUF_REPO, Q4_FILE, Q8_FILE
+from tests.cli.fixtures import BASE_REPO, GGUF_REPO, Q4_FILE, Q8_FILE, gguf_bytes
 from tests.conftest import TEST_TOKEN, LiveServer
-from tests.fake_hub.server import FakeHub
+from tests.fake_hub.server import FakeHub, FakeRepo
 from tests.gguf_factory import write_gguf
 from tests.web.conftest import ARTIFACTS
 
@@ -144,6 +144,40 @@ def test_search_providers_download_library_and_delete(
     expect(page.locator("#library-list")).to_contain_text("No models yet")
     with live_server.client() as client:
         assert client.get("/local/models").json() == []
+
+
+def test_providers_show_whether_they_can_be_downloaded_and_their_variant_labels(
+    page: Page, live_server: LiveServer, tiny_hub: FakeHub, tmp_path: Path, screenshot
+) -> None:
+    # Issue 8, scenarios 7 and 8 on the page: a gated provider the service cannot download (no HF_TOKEN here),
+    # and a repo whose Q4_K_M files are two different models with labels of their own.
+    gated_repo, mixed_repo = "gatedlab/Tiny-Chat-1B-GGUF", "mixfolk/Tiny-Chat-1B-GGUF"
+    related = {"tags": ["gguf", f"base_model:quantized:{BASE_REPO}"], "card_data": {"base_model": BASE_REPO}}
+    tiny_hub.add_repo(FakeRepo(gated_repo, gated="manual", downloads=900_000, likes=4_000,
+                               files={Q4_FILE: gguf_bytes(tmp_path, Q4_FILE)}, **related))
+    files = {name: gguf_bytes(tmp_path, name, 1024 + len(name)) for name in ("tiny-1b.Q4_K_M.gguf", "tiny-1b-chat.Q4_K_M.gguf")}
+    tiny_hub.add_repo(FakeRepo(mixed_repo, downloads=400, likes=9, files=files, **related))
+    open_signed_in(page, live_server)
+    page.click("#search-form button[type=submit]")
+    page.locator(f'#results tr[data-repo="{BASE_REPO}"]').get_by_role("button", name="Providers").click()
+
+    gated = page.locator(f'.provider[data-repo="{gated_repo}"]')
+    expect(gated).to_have_attribute("data-downloadable", "false")
+    expect(gated.locator(".provider-head")).to_contain_text("Not downloadable")
+    expect(gated.locator(".reasons")).to_contain_text("not downloadable: gated and no HF_TOKEN is configured")
+    expect(gated.locator("button[data-quant]")).to_be_disabled()
+    expect(page.locator(".provider").last).to_have_attribute("data-repo", gated_repo)  # lowest score: listed last
+    expect(page.locator(f'.provider[data-repo="{GGUF_REPO}"]')).to_have_attribute("data-downloadable", "true")
+
+    mixed = page.locator(f'.provider[data-repo="{mixed_repo}"]')
+    expect(mixed.locator(".variant-qualifier")).to_have_text(["(tiny-1b)", "(tiny-1b-chat)"])
+    gated.scroll_into_view_if_needed()  # the last provider: the mixed one shows above it
+    screenshot("provider-states")
+    mixed.locator('button[data-quant="Q4_K_M (tiny-1b-chat)"]').click()
+    expect(page.locator("#toast")).to_contain_text("Downloading")
+    with live_server.client() as client:
+        (download,) = client.get("/local/downloads").json()
+    assert (download["repo_id"], download["files"]) == (mixed_repo, ["tiny-1b-chat.Q4_K_M.gguf"])
 
 
 @pytest.mark.parametrize("name", ["app.js", "style.css"])
