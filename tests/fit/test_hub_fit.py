@@ -229,3 +229,34 @@ def test_a_header_larger_than_the_cap_is_refused(hub_env, hub_client_factory, mo
     assert "no complete GGUF header in its first" in response.json()["message"]
     assert sum(hub_env.bytes_served.values()) <= 4 * MIB
     assert MAX_HEADER_BYTES == 64 * MIB
+
+
+def test_the_token_goes_to_the_hub_and_never_to_the_cdn(llama_hub, hub_client_factory):
+    from tests.hub_fixtures import DEFAULT_VALID_TOKEN
+
+    llama_hub.add_repo(FakeRepo("gatedco/Llama-3.2-1B-Instruct-GGUF", gated="manual",
+                                files={"gated-Llama-3.2-1B-Instruct-Q4_K_M.gguf": llama_header_bytes("Q4_K_M") + DATA}))
+    client = hub_client_factory(HF_TOKEN=DEFAULT_VALID_TOKEN)
+    llama_hub.reset_requests()
+
+    response = client.get("/hub/fit", params={"repo_id": "gatedco/Llama-3.2-1B-Instruct-GGUF",
+                                                "quantization": "Q4_K_M", "vram_gb": 4, "ram_gb": 8})
+
+    assert response.status_code == 200, response.text
+    resolves = [r for r in llama_hub.requests_to("hub") if "/resolve/" in r.path]
+    assert [r.authorization for r in resolves] == [f"Bearer {DEFAULT_VALID_TOKEN}"]
+    assert cdn_requests(llama_hub) and all(r.authorization is None for r in cdn_requests(llama_hub))
+
+
+def test_a_gated_repo_without_access_is_not_read(hub_env, hub_client_factory):
+    hub_env.add_repo(FakeRepo(BASE, files={"config.json": b"{}"}))
+    hub_env.add_repo(FakeRepo("gatedco/Llama-GGUF", tags=["gguf", f"base_model:quantized:{BASE}"], gated="manual",
+                              card_data={"base_model": BASE}, files={"g-Q8_0.gguf": llama_header_bytes("Q8_0")}))
+    client = hub_client_factory()  # no HF_TOKEN
+    hub_env.reset_requests()
+
+    (provider,) = client.get(providers_url(fit="true", vram_gb=4, ram_gb=8)).json()
+
+    assert provider["variants"][0]["fit"] is None and provider["recommended_variant"] is None
+    assert any("gated" in reason for reason in provider["reasons"])
+    assert [r for r in hub_env.requests if "/resolve/" in r.path or r.host == "cdn"] == []

@@ -163,6 +163,9 @@ class FitService:
 
         async def one_provider(provider: GGUFProvider) -> GGUFProvider:
             provider = provider.model_copy(deep=True)
+            if not provider.downloadable:  # a gated repo our token cannot read: its headers cannot be read either
+                provider.reasons.append("fit unknown: the repo is gated and HF_TOKEN has no access to its files")
+                return provider
             try:
                 info = await self.hub.client.model_info(provider.repo_id)
             except ModelManagerError as error:
