@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -139,10 +140,12 @@ def providers(
         ]
         marker = "[bold green]★[/]" if provider.get("is_recommended") else ""
         name = provider["repo_id"] + (" [yellow](gated)[/]" if provider.get("gated") else "")
+        if provider.get("downloadable") is False:  # the service's HF_TOKEN cannot download it; reasons[0] says why
+            name += " [red](not downloadable)[/]"
         style = "green" if provider.get("is_recommended") else None
         for index, variant in enumerate(variants):
             first = index == 0
-            label = variant["quantization"]
+            label = escape(variant["quantization"])  # a label may be a file name holding "[...]"
             if fit and label == provider.get("recommended_variant"):
                 label = f"{label} [bold cyan]◆[/]"
             table.add_row(
@@ -159,6 +162,9 @@ def providers(
                 end_section=index == len(variants) - 1,
             )
     out.print(table)
+    for provider in found:
+        if provider.get("downloadable") is False and provider.get("reasons"):
+            out.print(f"[red]✗[/] {provider['repo_id']}: {escape(provider['reasons'][0])}", soft_wrap=True)
     recommended = next((p for p in found if p.get("is_recommended")), None)
     if recommended:
         out.print(f"[green]★[/] recommended: [bold]{recommended['repo_id']}[/]")
