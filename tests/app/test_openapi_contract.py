@@ -4,13 +4,18 @@ service (the fake Hub behind it) and finds nothing. A client generated from /ope
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from model_manager.core.models import REPO_FILENAME_MAX_LENGTH, REPO_FILENAME_PATTERN
+from model_manager.core.services.downloads.filenames import filename_problem
 from tests.conftest import TEST_TOKEN, LiveServer
 from tests.fake_hub.server import FakeHub
 from tests.hub_fixtures import add_provider_repos, add_search_repos, hub_settings
@@ -61,3 +66,39 @@ def test_schemathesis_with_every_check_finds_nothing(contract_server, tmp_path):
     assert result.returncode == 0, summary
     assert "No issues found" in summary or "passed" in summary, summary
     print(summary)
+
+
+# ------------------------------------------------------------------ the document's patterns are the code's checks
+
+_NAME_PIECES = ["", ".", "..", "...", "a", "Q4_K_M", "a:b", ".a", "..a", "é", " ", "\x00", "\x1f", "\x7f", "\\"]
+_GGUF_ENDINGS = ["", ".gguf", ".GGUF", ".GgUf", ".gguf.part", "gguf"]
+
+
+@st.composite
+def repo_filenames(draw) -> str:
+    """Names near every edge of the check: odd segments, control characters, colons, case, the .gguf ending."""
+    segments = draw(st.lists(st.sampled_from(_NAME_PIECES) | st.text(max_size=6), min_size=1, max_size=4))
+    return draw(st.sampled_from(["", "/"])) + "/".join(segments) + draw(st.sampled_from(_GGUF_ENDINGS))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(repo_filenames())
+def test_the_documented_filename_pattern_is_exactly_the_download_check(name):
+    documented = re.fullmatch(REPO_FILENAME_PATTERN, name) is not None and len(name) <= REPO_FILENAME_MAX_LENGTH
+    assert documented == (filename_problem(name) is None), (name, filename_problem(name))
+
+
+def test_the_document_declares_the_envelope_for_every_error_of_every_operation(client):
+    document = client.get("/openapi.json").json()
+    checked = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            errors = {status: answer for status, answer in operation["responses"].items() if int(status) >= 400}
+            if "security" in operation:
+                assert "401" in errors, (method, path)
+            for status, answer in errors.items():
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, (method, path, status)
+                checked += 1
+    assert checked >= 40
+    assert "HTTPValidationError" not in document["components"]["schemas"]
