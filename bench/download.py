@@ -1,19 +1,18 @@
-"""Download benchmark: our engine against `curl`, over loopback from the fake Hub.
+"""Download benchmark: our engine against curl, aria2c -x8 and hf_hub_download, over loopback from the fake Hub.
 
-    .venv/bin/python bench/download.py [--size-mb 1024] [--throttled-size-mb 256] [--throttle-mb 20]
+    .venv/bin/python bench/download.py [--rounds 3] [--size-mb 1024] [--small-mb 253] [--throttle-mb 50]
 
-The fake Hub runs in a child process and the service (uvicorn, as `./start.sh` runs it) in another, so
-neither shares a CPU budget or a GIL with this script. "Ours" is the whole product path, timed from
-`POST /local/download` to the `completed` state: Hub metadata, transfer, SHA-256 check, fsync, rename
-into MODELS_DIR and registration. "curl" is `curl -L -o FILE URL` on the same disk: transfer only.
-Prints:
+The fake Hub (with its CDN redirect) runs in a child process and the service (uvicorn, as `./start.sh`
+runs it) in another, so neither shares a CPU or a GIL with this script. "ours" is the whole product path,
+timed from `POST /local/download` to the `completed` event on the download's SSE stream: Hub metadata,
+transfer, SHA-256 check, fsync, rename into MODELS_DIR and registration. The yardstick (issue 9):
 
-    download: 1.07 GB unthrottled, ours A s, curl B s, ratio A/B, peak RSS N MB
-    download: same work with curl (curl, then sha256sum, then sync): C s, ratio A/C
-    download: throttled 20 MB/s per connection, ours (up to 8 connections) X s, curl (1 stream) Y s, speed-up Y/Xx
+    limit = max(curl -o FILE + fsync, hashlib.sha256 of the same file from the page cache)
 
-Each unthrottled timing is the best of `--rounds` runs (the machine is shared). Peak RSS is the
-service's VmHWM over every download it ran.
+Cases: the big file unthrottled; a 253 MB file; the big file capped at `--throttle-mb` MB/s per
+connection (its yardstick is aria2c -x8 + fsync). Each figure is the median of `--rounds` interleaved
+rounds. Single-stream tools on the throttled case run `--slow-rounds` times (they take ~20 s each and
+are not a target). Service memory: peak RSS during our runs minus its idle RSS.
 """
 
 from __future__ import annotations
@@ -27,14 +26,26 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.downloads.service import ServiceProcess  # noqa: E402 - needs the repo on the path
+from common import (  # noqa: E402 - the bench folder is not a package
+    MIB,
+    ROOT,
+    BenchService,
+    aria2c_fsync,
+    curl_fsync,
+    ensure_aria2c,
+    hf_hub_download_seconds,
+    interleaved,
+    load_note,
+    median,
+    sha256_seconds,
+    verdict,
+)
 
 REPO = "bench/Bench-GGUF"
 BIG = "Bench-Q8_0.gguf"
-THROTTLED = "Bench-Q4_K_M.gguf"
+SMALL = "Bench-Q4_K_M.gguf"
 
 
 # ------------------------------------------------------------------ the fake Hub, in its own process
@@ -88,10 +99,7 @@ class HubProcess:
         self.process.wait()
 
 
-# ------------------------------------------------------------------ the service, in its own process
-
-
-class BenchService(ServiceProcess):
+class DownloadService(BenchService):
     def download(self, filename: str) -> float:
         """Seconds from the request to the completed, registered model (which is then deleted again)."""
         with self.client() as client:
@@ -99,37 +107,18 @@ class BenchService(ServiceProcess):
             response = client.post("/local/download", json={"repo_id": REPO, "filename": filename})
             response.raise_for_status()
             download_id = response.json()["download_id"]
-            while True:
-                status = client.get(f"/local/downloads/{download_id}").json()
-                if status["status"] in ("completed", "failed", "cancelled"):
-                    break
-                time.sleep(0.05)
+            status = None
+            with client.stream("GET", f"/local/download/status?download_id={download_id}", timeout=600) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:"):
+                        status = json.loads(line[5:])
+                        if status["status"] in ("completed", "failed", "cancelled"):
+                            break
             elapsed = time.perf_counter() - started
-            if status["status"] != "completed":
-                raise RuntimeError(f"download {status['status']}: {status['error_message']}")
+            if status is None or status["status"] != "completed":
+                raise RuntimeError(f"download ended as {status}")
             client.delete(f"/local/models/{status['model_id']}").raise_for_status()
         return elapsed
-
-
-# ------------------------------------------------------------------ curl
-
-
-def curl(url: str, target: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(["curl", "-sS", "--fail", "-L", "-o", str(target), url], check=True)
-    return time.perf_counter() - started
-
-
-def curl_then_verify(url: str, target: Path) -> float:
-    """curl, then what we do on top: hash the file and make it durable."""
-    started = time.perf_counter()
-    subprocess.run(["curl", "-sS", "--fail", "-L", "-o", str(target), url], check=True)
-    subprocess.run(["sha256sum", str(target)], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["sync", str(target)], check=True)
-    return time.perf_counter() - started
-
-
-# ------------------------------------------------------------------ main
 
 
 def write_model(path: Path, size: int) -> None:
@@ -140,10 +129,12 @@ def write_model(path: Path, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=int, default=1024, help="size of the unthrottled file, MiB")
-    parser.add_argument("--throttled-size-mb", type=int, default=256, help="size of the throttled file, MiB")
-    parser.add_argument("--throttle-mb", type=int, default=20, help="per-connection limit, MB/s")
-    parser.add_argument("--rounds", type=int, default=2, help="unthrottled runs of each; the best counts")
+    parser.add_argument("--size-mb", type=int, default=1024, help="the big file, MiB")
+    parser.add_argument("--small-mb", type=int, default=253, help="the smaller file, MB (10^6 bytes)")
+    parser.add_argument("--throttle-mb", type=int, default=50, help="per-connection cap of the throttled case, MB/s")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
+    parser.add_argument("--slow-rounds", type=int, default=1, help="rounds of curl/hf_hub_download when throttled")
+    parser.add_argument("--cases", default="big,small,throttled", help="comma-separated subset of the cases")
     parser.add_argument("--serve-hub", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hub:
@@ -151,59 +142,125 @@ def main() -> None:
         return
     if shutil.which("curl") is None:
         sys.exit("curl is needed for this benchmark")
+    has_aria2c = ensure_aria2c()
+    cases = set(args.cases.split(","))
 
     workdir = Path(tempfile.mkdtemp(prefix="model-manager-bench-"))
     hub = service = None
     try:
         files = workdir / "hub"
         files.mkdir()
-        write_model(files / BIG, args.size_mb * 1024 * 1024)
-        write_model(files / THROTTLED, args.throttled_size_mb * 1024 * 1024)
-        big_size = (files / BIG).stat().st_size
-        throttled_size = (files / THROTTLED).stat().st_size
+        write_model(files / BIG, args.size_mb * MIB)
+        write_model(files / SMALL, args.small_mb * 1_000_000)
+        sizes = {name: (files / name).stat().st_size for name in (BIG, SMALL)}
         hub = HubProcess(files)
         shutil.rmtree(files)  # the Hub holds them in memory now
-        service = BenchService(workdir, hub.url).start()
-        curl_target = workdir / "downloads" / "curl.out"
+        service = DownloadService(workdir, hub.url).start()
+        time.sleep(1.0)
+        idle_rss = service.rss_mb()
+        out = workdir / "downloads"
+        out.mkdir(exist_ok=True)
+        print(f"download bench: {load_note()} at start; service idle RSS {idle_rss:.0f} MB", flush=True)
 
-        ours, theirs, verified = [], [], []
-        for _ in range(args.rounds):
-            theirs.append(curl(hub.resolve_url(BIG), curl_target))
-            curl_target.unlink()
-            ours.append(service.download(BIG))
-            verified.append(curl_then_verify(hub.resolve_url(BIG), curl_target))
-            curl_target.unlink()
-        best_ours, best_curl, best_verified = min(ours), min(theirs), min(verified)
-        print(
-            f"download: {big_size / 1e9:.2f} GB unthrottled, ours {best_ours:.2f} s, curl {best_curl:.2f} s, "
-            f"ratio {best_ours / best_curl:.2f}, peak RSS {service.peak_rss_mb():.0f} MB",
-            flush=True,
-        )
-        print(
-            f"download: same work with curl (curl, then sha256sum, then sync): {best_verified:.2f} s, "
-            f"ratio {best_ours / best_verified:.2f}",
-            flush=True,
-        )
+        peaks: dict[str, float] = {}
 
-        limit = args.throttle_mb * 1_000_000
-        hub.command(f"throttle {limit}")
-        curl_seconds = curl(hub.resolve_url(THROTTLED), curl_target)
-        curl_target.unlink()
-        hub.command("reset")
-        ours_seconds = service.download(THROTTLED)
-        connections = json.loads(hub.command("stats"))["max_transfers"]
-        print(
-            f"download: throttled {args.throttle_mb} MB/s per connection, {throttled_size / 1e6:.0f} MB, "
-            f"ours ({connections} connections) {ours_seconds:.2f} s, curl (1 stream) {curl_seconds:.2f} s, "
-            f"speed-up {curl_seconds / ours_seconds:.1f}x, peak RSS {service.peak_rss_mb():.0f} MB",
-            flush=True,
-        )
+        def ours(name: str, case: str):
+            def run() -> float:
+                service.reset_peak_rss()
+                seconds = service.download(name)
+                peaks[case] = max(peaks.get(case, 0.0), service.peak_rss_since_reset_mb())
+                return seconds
+            return run
+
+        hashed: dict[str, list[float]] = {}
+
+        def curl_then_hash(name: str):
+            def run() -> float:
+                target = out / "curl.out"
+                seconds = curl_fsync(hub.resolve_url(name), target)
+                hashed.setdefault(name, []).append(sha256_seconds(target))  # from the page cache curl filled
+                target.unlink()
+                return seconds
+            return run
+
+        def aria(name: str):
+            def run() -> float:
+                seconds = aria2c_fsync(hub.resolve_url(name), out / "aria.out")
+                (out / "aria.out").unlink()
+                return seconds
+            return run
+
+        def hf(name: str):
+            return lambda: hf_hub_download_seconds(hub.url, REPO, name, workdir)
+
+        for case, name in (("big", BIG), ("small", SMALL)):
+            if case not in cases:
+                continue
+            hashed.clear()
+            runners = {"ours": ours(name, case), "curl": curl_then_hash(name), "hf_hub_download": hf(name)}
+            if has_aria2c:
+                runners["aria2c"] = aria(name)
+            times = interleaved(args.rounds, runners)
+            m = {tool: median(values) for tool, values in times.items()}
+            sha = median(hashed[name])
+            limit = max(m["curl"], sha)
+            target = 1.1 if case == "big" else 1.3
+            label = f"{sizes[name] / 1e9:.2f} GB unthrottled" if case == "big" else f"{sizes[name] / 1e6:.0f} MB"
+            aria_text = f"aria2c -x8+fsync {m['aria2c']:.2f} s, " if has_aria2c else "aria2c missing, "
+            print(
+                f"download {label}: ours {m['ours']:.2f} s | limit {limit:.2f} s (curl -o+fsync {m['curl']:.2f} s, "
+                f"sha256 {sha:.2f} s) | {aria_text}hf_hub_download {m['hf_hub_download']:.2f} s | "
+                f"ours/limit {m['ours'] / limit:.2f} ({verdict(m['ours'] / limit, target)}), "
+                f"ours/curl {m['ours'] / m['curl']:.2f}, ours/hf {m['ours'] / m['hf_hub_download']:.2f} | "
+                f"RSS +{peaks[case] - idle_rss:.0f} MB over idle | ours runs {_list(times['ours'])}",
+                flush=True,
+            )
+
+        if "throttled" in cases:
+            cap = args.throttle_mb * 1_000_000
+
+            def throttled(run):
+                def wrapped() -> float:
+                    hub.command(f"throttle {cap}")
+                    try:
+                        return run()
+                    finally:
+                        hub.command("throttle 0")
+                return wrapped
+
+            def ours_counting() -> float:
+                hub.command("reset")
+                seconds = ours(BIG, "throttled")()
+                connections.append(json.loads(hub.command("stats"))["max_transfers"])
+                return seconds
+
+            connections: list[int] = []
+            runners = {"ours": throttled(ours_counting)}
+            if has_aria2c:
+                runners["aria2c"] = throttled(aria(BIG))
+            times = interleaved(args.rounds, runners)
+            slow = interleaved(args.slow_rounds, {"curl": throttled(curl_then_hash(BIG)), "hf_hub_download": throttled(hf(BIG))})
+            m = {tool: median(values) for tool, values in {**times, **slow}.items()}
+            ratio_text = f"ours/aria2c {m['ours'] / m['aria2c']:.2f} ({verdict(m['ours'] / m['aria2c'], 1.0)})" if has_aria2c else "aria2c missing"
+            aria_text = f"aria2c -x8+fsync {m['aria2c']:.2f} s" if has_aria2c else "aria2c missing"
+            print(
+                f"download {sizes[BIG] / 1e9:.2f} GB at {args.throttle_mb} MB/s per connection: ours {m['ours']:.2f} s "
+                f"(up to {max(connections)} connections) | {aria_text} | curl+fsync {m['curl']:.2f} s, "
+                f"hf_hub_download {m['hf_hub_download']:.2f} s (1 stream, {args.slow_rounds} run(s)) | {ratio_text} | "
+                f"RSS +{peaks['throttled'] - idle_rss:.0f} MB over idle | ours runs {_list(times['ours'])}",
+                flush=True,
+            )
+        print(f"download bench: {load_note()} at the end", flush=True)
     finally:
         if service is not None:
             service.stop()
         if hub is not None:
             hub.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _list(values: list[float]) -> str:
+    return "[" + ", ".join(f"{value:.2f}" for value in values) + "]"
 
 
 if __name__ == "__main__":

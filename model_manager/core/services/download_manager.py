@@ -309,9 +309,10 @@ class DownloadManager:
 
     def _forget_old_finished(self) -> None:
         """Keep only the latest `FINISHED_KEPT_IN_MEMORY` finished jobs in memory (the catalogue keeps all)."""
-        finished = [download_id for download_id, job in self._jobs.items() if not job.is_active and job.task is None]
+        finished = [download_id for download_id, job in self._jobs.items() if not job.is_active]
         for download_id in finished[: max(0, len(finished) - FINISHED_KEPT_IN_MEMORY)]:
-            del self._jobs[download_id]
+            if self._jobs[download_id].task is None:  # a task still ending keeps its job: it goes next time
+                del self._jobs[download_id]
 
     async def _save(self, job: DownloadJob) -> None:
         record = job.record_copy()
