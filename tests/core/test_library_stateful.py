@@ -1,0 +1,1099 @@
+"""Issue 8: a stateful property test of the library, driving the live service over HTTP.
+
+A `hypothesis.stateful.RuleBasedStateMachine` plays a user who keeps files in the folders the service
+uses: it imports (copy and move, including files the library already holds, hard links to them and parts
+of split models), uploads, downloads files and variants from the fake Hub (with dropped connections and
+corrupted bytes), cancels, deletes, cleans up (with and without dry run), rescans, plants files of its own
+in MODELS_DIR and DOWNLOADS_DIR, and restarts the service. After every step it checks that nothing was
+lost (see `StatefulLibrary.check_everything`).
+
+Each example gets fresh folders and its own server; one fake Hub serves the whole run. Knobs:
+MM_STATEFUL_EXAMPLES (default 200), MM_STATEFUL_STEPS (default 10), MM_STATEFUL_PROCESS=1 (the service in
+a child process, restarted by SIGKILL: a real crash; about 1.3 s per start, so use it with fewer
+examples). The run prints how many examples and steps it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+
+from model_manager.app.main import create_app
+from tests.conftest import TEST_TOKEN, LiveServer, free_port, make_settings
+from tests.downloads.service import ServiceProcess
+from tests.fake_hub.server import FakeHub, FakeRepo
+from tests.gguf_factory import write_gguf, write_split_model
+
+EXAMPLES = int(os.environ.get("MM_STATEFUL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("MM_STATEFUL_STEPS", "10"))
+PROCESS = os.environ.get("MM_STATEFUL_PROCESS") == "1"
+SHRINK = os.environ.get("MM_STATEFUL_SHRINK") == "1"
+MAX_RESTARTS = int(os.environ.get("MM_STATEFUL_RESTARTS", "1"))  # per example
+DOWNLOAD_DEADLINE = 20.0  # seconds a download we wait for may take (they take milliseconds)
+SLOW_BYTES_PER_SECOND = 3000  # a throttled transfer of a ~2 KB file lasts long enough to be cancelled
+DROP_AFTER_BYTES = 700  # the files are 1.5 to 3 KB: a drop lands mid-file
+
+HUB_REPO = "stateful/Tiny-GGUF"
+STAGING_PREFIX = ".importing-"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The files: tiny real GGUFs made once per run
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes of a file, the name such a file naturally has, and whether it is a valid GGUF."""
+
+    name: str
+    data: bytes = field(repr=False)
+    valid: bool = True
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class Pool:
+    local: list[Blob]  # what the user has: singles, split parts, a Hub file's bytes, broken files
+    hub_files: dict[str, Blob]  # path in HUB_REPO -> content
+    corrupt: set[str]  # Hub paths served with a flipped byte
+    split_b: list[Blob]  # a 3-part split model only the user has
+    downloads: list[tuple[str, str]]  # ("filename" | "quantization", value) requests
+
+
+def build_pool(folder: Path) -> Pool:
+    def blob(path: Path) -> Blob:
+        return Blob(path.name, path.read_bytes())
+
+    singles = [
+        blob(write_gguf(folder / f"pool-{i}.Q4_K_M.gguf", name=f"Pool {i}", tensors=2 + i, tensor_elements=64))
+        for i in range(4)
+    ]
+    (folder / "a").mkdir()
+    (folder / "b").mkdir()
+    split_a = [blob(p) for p in write_split_model(folder / "a", "Tiny-Split-Q3_K_M", 2, name="Split A", tensor_elements=96)]
+    split_b = [blob(p) for p in write_split_model(folder / "b", "local-split-Q8_0", 3, name="Split B", tensor_elements=80)]
+    hub_q4 = blob(write_gguf(folder / "Tiny-Q4_K_M.gguf", name="Tiny Q4", tensors=3, tensor_elements=128))
+    q5_folder = blob(write_gguf(folder / "q5f.gguf", name="Q5 in a folder", tensors=2, tensor_elements=112))
+    q5_top = blob(write_gguf(folder / "q5t.gguf", name="Q5 at the top", tensors=3, tensor_elements=72))
+    bad = blob(write_gguf(folder / "bad.gguf", name="Served corrupted", tensors=2, tensor_elements=160))
+    broken = [
+        Blob("notes.gguf", b"this is not a GGUF file at all\n", valid=False),
+        Blob("cut.gguf", singles[0].data[:300], valid=False),  # GGUF magic, data cut short
+    ]
+    hub_files = {
+        "Tiny-Q4_K_M.gguf": hub_q4,
+        "Tiny-Q8_0.gguf": singles[0],  # the same bytes a user may import: the library must keep one copy
+        "Q5_K_M/model-Q5_K_M.gguf": q5_folder,  # two files that get the same name in the library (scenario 4)
+        "model-Q5_K_M.gguf": q5_top,
+        "Tiny-Bad-Q6_K.gguf": bad,
+        split_a[0].name: split_a[0],
+        split_a[1].name: split_a[1],
+    }
+    downloads = [("filename", path) for path in hub_files] + [("quantization", "Q3_K_M"), ("quantization", "Q5_K_M")]
+    local = singles + split_a + split_b[:2] + [hub_q4] + broken
+    return Pool(local, hub_files, {"Tiny-Bad-Q6_K.gguf"}, split_b, downloads)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The service: in a thread (default) or in a child process (MM_STATEFUL_PROCESS=1)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _QuickExitServer(uvicorn.Server):
+    """uvicorn checks `should_exit` every 0.1 s; a stop here notices it at once (hundreds of stops per run)."""
+
+    async def main_loop(self) -> None:
+        while not self.should_exit:
+            await asyncio.sleep(0.005)
+
+
+class ThreadService:
+    """The app served by uvicorn in a thread, as tests/conftest.py's LiveServer does, with a quicker exit.
+
+    Why a thread and not a process by default: measured here, a thread server starts in about 0.1 s and
+    stops in about 0.15 s; a `python -m uvicorn` child takes about 1.3 s to start. With hundreds of
+    examples, each with a start and often a restart, a child process would take the whole budget. A
+    restart here is still a full stop of the app (lifespan shutdown: downloads halted and saved, the
+    catalogue closed) and a new start on the same folders (reconcile, rescan at start, downloads
+    resumed): everything the library keeps is on disk, nothing survives in memory. The app object itself
+    is reused (FastAPI builds its routes' state on the first request, about 0.2 s): `create_app` holds no
+    state of its own, the lifespan makes every service anew. MM_STATEFUL_PROCESS=1 runs the service in a
+    child process instead and restarts it with SIGKILL, for crashes at any point.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        self.server = _QuickExitServer(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.005)
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        thread = self.stop_later()
+        if thread is not None:
+            thread.join(timeout=15)
+            assert not thread.is_alive(), "the service did not stop"
+
+    def stop_later(self) -> threading.Thread | None:
+        """Ask the server to stop and return its thread, for the caller to join later."""
+        if self.server is None:
+            return None
+        self.server.should_exit = True
+        thread, self.server, self.thread = self.thread, None, None
+        return thread
+
+
+class ProcessService:
+    """`python -m uvicorn model_manager.app.main:app` on the same folders; a restart is a SIGKILL."""
+
+    def __init__(self, service_settings, hub_url: str, home: Path, hf_home: Path) -> None:
+        self.settings = service_settings
+        self.hub_url = hub_url
+        self.home = home
+        self.hf_home = hf_home
+        self.process: ServiceProcess | None = None
+
+    def start(self) -> str:
+        process = ServiceProcess(self.home, self.hub_url)
+        process.env.update(
+            MODELS_DIR=str(self.settings.models_dir),
+            DOWNLOADS_DIR=str(self.settings.downloads_dir),
+            MODEL_MANAGER_DATA_DIR=str(self.settings.data_dir),
+            IMPORT_ALLOWED_DIRS=str(self.home),
+            HF_HOME=str(self.hf_home),
+            DOWNLOAD_RETRY_BASE_SECONDS="0.01",
+            DOWNLOAD_MAX_RETRIES="2",
+            HUB_CACHE_TTL_SECONDS="0",
+        )
+        self.process = process.start()
+        return process.url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
+
+    def stop_later(self) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What the run shares
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Slot:
+    """A folder the examples take turns in (wiped between them), and the apps made for it, one per spelling.
+
+    Two slots alternate, so the server of one example stops in the background while the next starts.
+    """
+
+    root: Path
+    apps: dict[str, tuple] = field(default_factory=dict)  # MODELS_DIR spelling -> (settings, app)
+    stopping: threading.Thread | None = None
+
+    def take(self) -> Path:
+        if self.stopping is not None:
+            self.stopping.join(timeout=15)
+            assert not self.stopping.is_alive(), "the service of an earlier example did not stop"
+            self.stopping = None
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        return self.root
+
+
+@dataclass
+class RunContext:
+    hub: FakeHub
+    pool: Pool
+    slots: list[Slot]
+    hf_home: Path
+    examples: int = 0
+    steps: int = 0
+    restarts: int = 0
+    downloads_finished: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, list[float]] = field(default_factory=dict)  # seconds per rule, for MM_STATEFUL_TIMING=1
+
+    def join_stopped(self) -> None:
+        for slot in self.slots:
+            slot.take()
+
+
+class Hashes:
+    """SHA-256 of files, hashed once per (path, device, inode, size, mtime, ctime): invariants stay cheap."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple, str] = {}
+
+    def of(self, path: str | Path, info: os.stat_result | None = None) -> str:
+        info = info or os.stat(path)
+        key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        digest = self.known.get(key)
+        if digest is None:
+            with open(path, "rb") as file:
+                digest = hashlib.file_digest(file, "sha256").hexdigest()
+            self.known[key] = digest
+        return digest
+
+
+@dataclass
+class UserFile:
+    """A file or folder the user keeps in a storage folder, and what the service may do with it."""
+
+    kind: str  # "file" | "dir"
+    sha: str | None
+    inode: int
+    may_go: str | None = None  # None: never; "move": a successful move import; "cleanup": a real cleanup (junk)
+
+
+def _walk(folder: Path, skip: set[str]) -> dict[str, tuple]:
+    """Everything below `folder` (links not followed): path -> ("f", inode) | ("l", target) | ("d",)."""
+    found: dict[str, tuple] = {}
+    for base, dirs, files in os.walk(folder, followlinks=False):
+        for name in list(dirs):
+            path = os.path.join(base, name)
+            if path in skip or os.path.realpath(path) in skip:
+                dirs.remove(name)
+                if not os.path.islink(path):
+                    continue
+            if os.path.islink(path):
+                found[path] = ("l", os.readlink(path))
+                if name in dirs:
+                    dirs.remove(name)
+            else:
+                found[path] = ("d",)
+        for name in files:
+            path = os.path.join(base, name)
+            if path in skip:
+                continue
+            if os.path.islink(path):
+                found[path] = ("l", os.readlink(path))
+            else:
+                found[path] = ("f",)
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class StatefulLibrary(RuleBasedStateMachine):
+    """A user, the service and their folders. `ctx` is set by the test before the run."""
+
+    ctx: RunContext
+
+    def __init__(self) -> None:
+        super().__init__()
+        ctx = self.ctx
+        ctx.examples += 1
+        ctx.hub.reset_faults()
+        ctx.hub.corrupt_files = set(ctx.pool.corrupt)
+        self.slot = ctx.slots[ctx.examples % len(ctx.slots)]
+        self.root = self.slot.take()  # fresh folders (the slot's previous server has stopped)
+        self.hashes = Hashes()
+        self.restarts = 0
+        self.home = self.root / "home"  # IMPORT_ALLOWED_DIRS
+        self.outside = self.home / "outside"  # the user's own files, outside the storage folders
+        self.elsewhere = self.root / "elsewhere"  # outside IMPORT_ALLOWED_DIRS
+        self.models_real = self.home / "models"
+        self.downloads_dir = self.home / "Downloads"  # the user's ~/Downloads
+        self.data_dir = self.root / "data"
+        for folder in (self.outside, self.elsewhere, self.models_real, self.downloads_dir):
+            folder.mkdir(parents=True)
+        self.service = None
+        self.client: httpx.Client | None = None
+        self.outside_expected: dict[str, str | tuple] = {}  # path -> sha, or ("l", target), or ("d",)
+        self.user_files: dict[str, UserFile] = {}
+        self.counter = 0
+        self.downloads: dict[str, dict] = {}  # download_id -> {"request": ..., "failure_ok": bool}
+        self.transfer_failures_ok = False  # a permanent drop was armed: any running transfer may fail
+        self.deleted_models: set[str] = set()
+
+    # ------------------------------------------------------------ set-up
+
+    @initialize(
+        spelling=st.sampled_from(["plain", "symlink", "trailing slash"]),
+        planted=st.lists(st.integers(0, 10), max_size=3, unique=True),
+    )
+    def start(self, spelling: str, planted: list[int]) -> None:
+        """Plant the user's files, then start the service with MODELS_DIR spelled one way or another."""
+        self._plant_fixed()
+        for index in planted:
+            blob = self.ctx.pool.local[index % len(self.ctx.pool.local)]
+            self._plant(self.models_real / f"user-{index}-{blob.name}", blob)
+        if spelling == "symlink":
+            link = self.home / "models-link"
+            link.symlink_to(self.models_real, target_is_directory=True)
+            self.outside_expected[str(link)] = ("l", str(self.models_real))
+            self.models_dir = str(link)
+        elif spelling == "trailing slash":
+            self.models_dir = str(self.models_real) + "/"
+        else:
+            self.models_dir = str(self.models_real)
+        if spelling not in self.slot.apps:
+            service_settings = make_settings(
+                self.root,
+                self.home,
+                MODELS_DIR=self.models_dir,
+                DOWNLOADS_DIR=str(self.downloads_dir),
+                MODEL_MANAGER_DATA_DIR=str(self.data_dir),
+                IMPORT_ALLOWED_DIRS=str(self.home),
+                HF_ENDPOINT=self.ctx.hub.url,
+                DOWNLOAD_RETRY_BASE_SECONDS=0.01,
+                DOWNLOAD_MAX_RETRIES=2,
+                HUB_CACHE_TTL_SECONDS=0,
+            )
+            self.slot.apps[spelling] = (service_settings, None if PROCESS else create_app(service_settings))
+        self.settings, app = self.slot.apps[spelling]
+        for path in (self.outside, self.elsewhere):
+            for entry in _walk(path, set()):
+                self._expect_outside(entry)
+        if PROCESS:
+            self.service = ProcessService(self.settings, self.ctx.hub.url, self.home, self.ctx.hf_home)
+        else:
+            self.service = ThreadService(app)
+        self._connect(self.service.start())
+
+    def _plant_fixed(self) -> None:
+        pool = self.ctx.pool
+        single, other = pool.local[1], pool.local[2]
+        recent_broken = pool.local[-1]  # GGUF magic, cut short, written just now: maybe someone is still writing it
+        # DOWNLOADS_DIR is the user's ~/Downloads
+        self._plant(self.downloads_dir / "photo.jpg", Blob("photo.jpg", b"\xff\xd8\xff a photo"))
+        self._plant(self.downloads_dir / "project" / "notes.txt", Blob("notes.txt", b"my notes"))
+        self._plant(self.downloads_dir / "mine.Q4_K_M.gguf", single, may_go="move")
+        self._plant(self.downloads_dir / "half.gguf", recent_broken)
+        foreign_uuid = self.downloads_dir / str(uuid.UUID(int=self.ctx.examples))  # looks like a download folder
+        self._plant(foreign_uuid / "file-000.part", Blob("file-000.part", b"partial? no: mine"))
+        self._plant(foreign_uuid / "letter.txt", Blob("letter.txt", b"dear"))
+        (self.downloads_dir / "empty").mkdir()
+        self._remember_dir(self.downloads_dir / "empty")
+        # MODELS_DIR is the folder that already holds the user's models
+        self._plant(self.models_real / "README.txt", Blob("README.txt", b"what these models are"))
+        self._plant(self.models_real / "theirs.gguf", other)
+        self._plant(self.models_real / "family" / "sub" / "deep.gguf", pool.local[3])
+        for part in pool.split_b:
+            self._plant(self.models_real / "big" / part.name, part)
+        self._plant(self.models_real / "lonely" / pool.split_b[0].name, pool.split_b[0])  # an incomplete set
+        self._plant(self.models_real / "writing.gguf", recent_broken)
+        stale = self.models_real / "stale.gguf"
+        self._plant(stale, pool.local[-2], may_go="cleanup")  # not GGUF, untouched for an hour: junk
+        old = time.time() - 3600
+        os.utime(stale, (old, old))
+        self.user_files[str(stale)].inode = stale.stat().st_ino
+        # The user's files elsewhere: import sources, and one the service may not read
+        self._plant_outside(self.outside / "first.gguf", pool.local[0])
+        self._plant_outside(self.elsewhere / "secret.gguf", pool.local[1])
+
+    def _plant(self, path: Path, blob: Blob, may_go: str | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.parents:
+            if parent in (self.models_real, self.downloads_dir) or str(parent) in self.user_files:
+                break
+            self._remember_dir(parent)
+        path.write_bytes(blob.data)
+        self.user_files[str(path)] = UserFile("file", blob.sha, path.stat().st_ino, may_go)
+
+    def _remember_dir(self, path: Path) -> None:
+        self.user_files[str(path)] = UserFile("dir", None, path.stat().st_ino)
+
+    def _plant_outside(self, path: Path, blob: Blob) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob.data)
+        self.outside_expected[str(path)] = blob.sha
+
+    def _expect_outside(self, path: str) -> None:
+        if path in self.outside_expected:
+            return
+        if os.path.islink(path):
+            self.outside_expected[path] = ("l", os.readlink(path))
+        elif os.path.isdir(path):
+            self.outside_expected[path] = ("d",)
+        else:
+            self.outside_expected[path] = self.hashes.of(path)
+
+    def _connect(self, url: str) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TEST_TOKEN}"}, timeout=30)
+
+    def teardown(self) -> None:
+        self.ctx.hub.reset_faults()
+        if self.client is not None:
+            self.client.close()
+        if self.service is not None:
+            self.slot.stopping = self.service.stop_later()  # joined when the slot is taken again
+
+    # ------------------------------------------------------------ helpers
+
+    def _step(self) -> None:
+        self.ctx.steps += 1
+        self._rule_started = (traceback.extract_stack(limit=2)[0].name, time.perf_counter())
+
+    @staticmethod
+    def _pick(data: st.DataObject, items, label: str):
+        """One of `items`. Drawn as an index of fixed range so that a list which differs between runs (models
+        that a background download added, say) never makes hypothesis's replays draw differently."""
+        items = list(items)
+        return items[data.draw(st.integers(0, 1023), label=label) % len(items)]
+
+    def _new_name(self, stem: str) -> str:
+        self.counter += 1
+        return f"{stem}-{self.counter}"
+
+    def _models(self) -> list[dict]:
+        response = self.client.get("/local/models")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    @staticmethod
+    def _files_of(model: dict) -> list[tuple[str, int, str]]:
+        """(path, size, sha256) of each file of a listed model: its file, or every part of a split model."""
+        parts = model["metadata"].get("parts")
+        if not parts:
+            return [(model["file_path"], model["file_size_bytes"], model["file_hash"])]
+        folder = os.path.dirname(model["file_path"])
+        return [(os.path.join(folder, part["filename"]), part["size_bytes"], part["sha256"]) for part in parts]
+
+    def _holder_of(self, sha: str, models: list[dict] | None = None) -> dict | None:
+        for model in models if models is not None else self._models():
+            if any(digest == sha for _p, _s, digest in self._files_of(model)):
+                return model
+        return None
+
+    def _expect_status(self, response: httpx.Response, allowed: set[int], what: str) -> int:
+        assert response.status_code in allowed, f"{what}: {response.status_code} {response.text}"
+        if response.status_code >= 400:
+            body = response.json()
+            assert {"error_code", "message", "details"} <= set(body), f"{what}: not the error envelope: {body}"
+        return response.status_code
+
+    def _no_staging_left(self) -> None:
+        left = [name for name in os.listdir(self.models_real) if name.startswith(STAGING_PREFIX)]
+        assert not left, f"staging files left in MODELS_DIR after the request ended: {left}"
+
+    def _source_sha(self, path: str) -> str | None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return self.hashes.of(path, info) if os.path.isfile(path) else None
+
+    def _forget_deleted_files(self, model: dict) -> None:
+        """A model the user deleted takes its files along, adopted ones too: they are no longer expected."""
+        for path, _size, _sha in self._files_of(model):
+            real = os.path.realpath(path) if os.path.lexists(path) else path
+            for key in [key for key in self.user_files if os.path.realpath(key) == real or key == path]:
+                del self.user_files[key]
+
+    # ------------------------------------------------------------ rules: imports and uploads
+
+    @rule(data=st.data(), action=st.sampled_from(["copy", "move"]))
+    def import_file(self, data: st.DataObject, action: str) -> None:
+        self._step()
+        models = self._models()
+        kinds = ["new", "new", "outside", "elsewhere", "missing", "planted"]
+        if models:
+            kinds += ["model file", "model file"]
+        if any(m["metadata"].get("parts") for m in models):
+            kinds += ["split part", "split part"]
+        kind = self._pick(data, kinds, "source")
+        expected: set[int] = {200, 201, 400, 403, 404, 409}
+        owner: dict | None = None
+        if kind == "new":
+            blob = self._pick(data, self.ctx.pool.local, "content")
+            source = self.outside / f"{self._new_name('src')}-{blob.name}"
+            self._plant_outside(source, blob)
+            expected = {201, 200} if blob.valid else {400}
+        elif kind == "outside":
+            candidates = sorted(p for p, v in self.outside_expected.items() if isinstance(v, str) and p.startswith(str(self.outside)))
+            if not candidates:
+                return
+            source = Path(self._pick(data, candidates, "outside file"))
+        elif kind == "elsewhere":
+            source = self.elsewhere / "secret.gguf"
+            expected = {403}
+        elif kind == "missing":
+            source = self.outside / "not-there.gguf"
+            expected = {404}
+        elif kind == "planted":
+            source = Path(self._pick(data, sorted(self.user_files), "planted"))
+        elif kind == "model file":
+            owner = self._pick(data, models, "model")
+            source = Path(owner["file_path"])
+            expected = {409} if owner["metadata"].get("parts") else {200}
+        else:
+            owner = self._pick(data, [m for m in models if m["metadata"].get("parts")], "split model")
+            files = self._files_of(owner)
+            source = Path(self._pick(data, files[1:], "part")[0])
+            expected = {409}
+        before = self._source_sha(str(source))
+        response = self.client.post("/local/import", json={"file_path": str(source), "action": action})
+        status = self._expect_status(response, expected, f"import {action} of {kind} {source}")
+        self._no_staging_left()
+        if status in (200, 201):
+            model = response.json()
+            assert before is not None
+            if owner is not None:
+                assert model["model_id"] == owner["model_id"], "a model's own file imported as another model"
+            assert any(sha == before for _p, _s, sha in self._files_of(model)), "the model does not hold the source's bytes"
+            assert os.path.realpath(model["file_path"]).startswith(str(self.models_real) + os.sep)
+        if status == 201 and action == "move":
+            assert not os.path.lexists(source), "a moved source is still there"
+            self.outside_expected.pop(str(source), None)
+            planted = self.user_files.get(str(source))
+            assert planted is None or planted.may_go == "move", f"{source} must never be moved"
+            self.user_files.pop(str(source), None)
+        elif os.path.lexists(source):
+            assert self._source_sha(str(source)) == before, f"the import changed its source {source}"
+        if status == 409 and kind == "split part":
+            assert response.json()["error_code"] == "FILE_IN_USE"
+
+    @rule(data=st.data(), name=st.sampled_from(
+        ["up.gguf", "model.gguf", "MODEL.gguf", "../escape.gguf", "sub/dir/x.gguf", "caf\u00e9.gguf",
+         "cafe\u0301.gguf", "model-Q5_K_M.gguf", "Tiny-Split-Q3_K_M-00001-of-00002.gguf", "notes.txt"]
+    ))
+    def upload(self, data: st.DataObject, name: str) -> None:
+        self._step()
+        blob = self._pick(data, self.ctx.pool.local, "content")
+        response = self.client.post("/local/import/upload", files={"file": (name, blob.data, "application/octet-stream")})
+        ok = blob.valid and name.endswith(".gguf")
+        status = self._expect_status(response, {200, 201} if ok else {400}, f"upload {name}")
+        self._no_staging_left()
+        if status in (200, 201):
+            model = response.json()
+            assert any(sha == blob.sha for _p, _s, sha in self._files_of(model))
+            real = os.path.realpath(model["file_path"])
+            if status == 201:
+                assert os.path.dirname(real) == str(self.models_real), f"an upload landed outside MODELS_DIR: {real}"
+
+    # ------------------------------------------------------------ rules: the user's own files
+
+    @rule(data=st.data(), where=st.sampled_from(["outside", "models"]))
+    def hard_link(self, data: st.DataObject, where: str) -> None:
+        """The user hard-links a library file elsewhere (outside, or another name in MODELS_DIR)."""
+        self._step()
+        models = self._models()
+        if not models:
+            return
+        model = self._pick(data, models, "model")
+        path = self._pick(data, self._files_of(model), "file")[0]
+        if where == "outside":
+            target = self.outside / f"{self._new_name('link')}.gguf"
+            os.link(path, target)
+            self.outside_expected[str(target)] = self.hashes.of(target)
+        else:
+            target = self.models_real / f"{self._new_name('alias')}.gguf"
+            os.link(path, target)
+            self.user_files[str(target)] = UserFile("file", self.hashes.of(target), target.stat().st_ino)
+
+    @rule(data=st.data(), where=st.sampled_from(["models", "models/sub", "downloads"]),
+          name=st.sampled_from(["model.gguf", "Model.GGUF", "model-Q5_K_M.gguf", "Tiny-Q4_K_M.gguf", "caf\u00e9.gguf",
+                                "up.gguf", "own", "notes.txt"]))
+    def plant(self, data: st.DataObject, where: str, name: str) -> None:
+        """The user drops a file into a storage folder, maybe under a name the library is about to use."""
+        self._step()
+        blob = self._pick(data, self.ctx.pool.local, "content")
+        if name == "own":
+            name = blob.name  # a split part keeps its split name
+        folder = {"models": self.models_real, "models/sub": self.models_real / "sub", "downloads": self.downloads_dir}[where]
+        target = folder / name
+        if os.path.lexists(target) or any(p.casefold() == str(target).casefold() for p in self.user_files):
+            return
+        self._plant(target, blob, may_go="move" if where == "downloads" and blob.valid else None)
+
+    # ------------------------------------------------------------ rules: downloads
+
+    @rule(data=st.data(), fault=st.sampled_from(["none", "none", "drop once", "drop always"]), wait=st.booleans())
+    def download(self, data: st.DataObject, fault: str, wait: bool) -> None:
+        self._step()
+        kind, value = self._pick(data, self.ctx.pool.downloads, "request")
+        hub = self.ctx.hub
+        if fault == "drop always":
+            wait = True  # the fault is switched off again once this download ends
+            self.transfer_failures_ok = True
+        if wait:
+            hub.throttle_bytes_per_second = None
+        if fault != "none":
+            hub.drop_after_bytes = DROP_AFTER_BYTES
+            hub.drop_times = 1 if fault == "drop once" else 10**6
+        response = self.client.post("/local/download", json={"repo_id": HUB_REPO, kind: value})
+        status = self._expect_status(response, {202, 409} if kind == "quantization" else {202}, f"download {value}")
+        if status != 202:
+            hub.drop_times = 0
+            return
+        download_id = response.json()["download_id"]
+        self.downloads.setdefault(download_id, {"request": (kind, value)})
+        if not wait:
+            return
+        final = self._wait_download(download_id)
+        hub.drop_times = 0
+        self._check_finished_download(final, permanent_drop=fault == "drop always")
+
+    @rule(data=st.data())
+    def slow_download(self, data: st.DataObject) -> None:
+        """A throttled download, left running: something else (a cancel, a restart, the end) happens mid-transfer."""
+        self._step()
+        kind, value = self._pick(data, self.ctx.pool.downloads, "request")
+        self.ctx.hub.throttle_bytes_per_second = SLOW_BYTES_PER_SECOND
+        response = self.client.post("/local/download", json={"repo_id": HUB_REPO, kind: value})
+        if self._expect_status(response, {202, 409} if kind == "quantization" else {202}, f"download {value}") == 202:
+            self.downloads.setdefault(response.json()["download_id"], {"request": (kind, value)})
+
+    @precondition(lambda self: bool(self.downloads))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        self._step()
+        download_id = self._pick(data, sorted(self.downloads), "download")
+        files = self._download_files(download_id)
+        models = self._models()
+        held_before = {sha: self._holder_of(sha, models) for sha in files}
+        response = self.client.delete(f"/local/download/{download_id}")
+        status = self._expect_status(response, {200, 409}, f"cancel {download_id}")
+        self.ctx.hub.throttle_bytes_per_second = None
+        state = self.client.get(f"/local/downloads/{download_id}").json()
+        if status == 409:
+            assert state["status"] == "completed", state
+            return
+        assert state["status"] == "cancelled", state
+        assert state["model_id"] is None, f"a cancelled download names a model: {state}"
+        assert not (self.downloads_dir / download_id).exists(), "a cancelled download left its partial files"
+        models = self._models()
+        for sha, holder in held_before.items():
+            now = self._holder_of(sha, models)
+            if holder is None and now is not None:
+                assert not now["is_downloaded"], f"a cancelled download registered a model: {now}"
+
+    def _download_files(self, download_id: str) -> dict[str, str]:
+        """sha256 -> Hub path of the files a download asked for (from its state)."""
+        state = self.client.get(f"/local/downloads/{download_id}")
+        assert state.status_code == 200, state.text
+        files = state.json()["files"] or [state.json()["filename"]]
+        return {self.ctx.pool.hub_files[name].sha: name for name in files}
+
+    def _wait_download(self, download_id: str) -> dict:
+        deadline = time.monotonic() + DOWNLOAD_DEADLINE
+        while True:
+            response = self.client.get(f"/local/downloads/{download_id}")
+            assert response.status_code == 200, response.text
+            state = response.json()
+            if state["status"] in ("completed", "failed", "cancelled"):
+                finished = self.ctx.downloads_finished
+                finished[state["status"]] = finished.get(state["status"], 0) + 1
+                return state
+            assert time.monotonic() < deadline, f"download did not end within {DOWNLOAD_DEADLINE} s: {state}"
+            time.sleep(0.01)
+
+    def _check_finished_download(self, state: dict, permanent_drop: bool) -> None:
+        names = state["files"] or [state["filename"]]
+        corrupt = any(name in self.ctx.pool.corrupt for name in names)
+        if state["status"] == "failed":
+            assert corrupt or permanent_drop, f"a download failed for no reason the test made: {state}"
+            if permanent_drop and not corrupt and (self.downloads_dir / state["download_id"]).is_dir():
+                self.downloads[state["download_id"]]["resumable"] = True
+            return
+        assert state["status"] == "completed", state
+        assert not corrupt, f"a download of corrupted bytes completed: {state}"
+
+    # ------------------------------------------------------------ rules: the library
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        self._step()
+        models = self._models()
+        if not models:
+            response = self.client.delete(f"/local/models/{uuid.uuid4()}")
+            self._expect_status(response, {404}, "delete of an unknown model")
+            return
+        model = self._pick(data, models, "model")
+        response = self.client.delete(f"/local/models/{model['model_id']}")
+        self._expect_status(response, {204}, f"delete {model['file_path']}")
+        self.deleted_models.add(model["model_id"])
+        for path, _size, _sha in self._files_of(model):
+            assert not os.path.lexists(path), f"the deleted model's file {path} is still there"
+        self._forget_deleted_files(model)
+        assert model["model_id"] not in {m["model_id"] for m in self._models()}
+
+    @rule(dry_run=st.booleans())
+    def cleanup(self, dry_run: bool) -> None:
+        self._step()
+        models_before = {m["model_id"] for m in self._models()}
+        downloads = {d["download_id"]: d for d in self.client.get("/local/downloads").json()}
+        kept_folders = [
+            self.downloads_dir / download_id
+            for download_id, state in downloads.items()
+            if state["status"] in ("failed", "pending", "downloading", "verifying") and (self.downloads_dir / download_id).is_dir()
+        ]
+        storage_before = self._storage_entries()
+        response = self.client.post("/local/storage/cleanup", params={"dry_run": str(dry_run).lower()})
+        self._expect_status(response, {200}, "cleanup")
+        result = response.json()
+        assert models_before <= {m["model_id"] for m in self._models()}, "cleanup dropped a model whose files are there"
+        for folder in kept_folders:
+            if folder.is_dir():
+                continue
+            # Gone: either the download finished meanwhile (it removes its own folder once its files are in
+            # the library) or cleanup took it, which the download survives only by failing.
+            state = downloads[folder.name]
+            assert state["status"] != "failed", f"cleanup removed the partial files of a failed download: {folder}"
+            final = self._wait_download(folder.name)
+            assert final["status"] == "completed", f"cleanup removed the files of a running download: {final}"
+        if dry_run:
+            gone = [p for p in storage_before if not os.path.lexists(p) and not self._download_owned(p)]
+            assert not gone, f"a dry run removed {gone} ({result})"
+        else:
+            for path, expected in list(self.user_files.items()):
+                if expected.may_go == "cleanup" and not os.path.lexists(path):
+                    del self.user_files[path]
+
+    def _storage_entries(self) -> list[str]:
+        entries = list(_walk(self.models_real, {str(self.data_dir)}))
+        entries += [str(p) for p in self.downloads_dir.iterdir()]
+        return entries
+
+    def _download_owned(self, path: str) -> bool:
+        """Whether `path` is (inside) a download's own folder: downloads finishing in the background remove them."""
+        relative = os.path.relpath(path, self.downloads_dir)
+        return not relative.startswith("..") and relative.split(os.sep)[0] in self.downloads
+
+    @rule(dry_run=st.booleans())
+    def rescan(self, dry_run: bool) -> None:
+        self._step()
+        before = {m["model_id"] for m in self._models()}
+        response = self.client.post("/local/storage/rescan", params={"dry_run": str(dry_run).lower()})
+        self._expect_status(response, {200}, "rescan")
+        result = response.json()
+        after = {m["model_id"] for m in self._models()}
+        assert before <= after, "a rescan dropped a model"
+        for model in result["adopted"]:
+            for path, _size, _sha in self._files_of(model):
+                assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"adopted outside MODELS_DIR: {path}"
+        if dry_run:
+            assert result["adopted"] == []
+            for path in result["would_adopt"]:
+                assert os.path.isfile(path)
+
+    @rule()
+    def restart(self) -> None:
+        """Stop the service (a graceful stop, or SIGKILL with MM_STATEFUL_PROCESS=1) and start a new one.
+
+        At most MAX_RESTARTS per example (restarts cost most of the run's time); past that, the storage
+        statistics are checked instead.
+        """
+        self._step()
+        if self.restarts >= MAX_RESTARTS:
+            stats = self.client.get("/local/storage/stats")
+            self._expect_status(stats, {200}, "storage stats")
+            assert stats.json()["models_with_missing_files"] == 0, stats.json()
+            return
+        self.restarts += 1
+        self.ctx.restarts += 1
+        before = {m["model_id"] for m in self._models()}
+        self.client.close()
+        self.client = None
+        self.service.stop()
+        self._connect(self.service.start())
+        after = {m["model_id"] for m in self._models()}
+        assert before <= after, f"models lost across a restart: {before - after}"
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def check_everything(self) -> None:
+        now = time.perf_counter()
+        started = getattr(self, "_rule_started", None)
+        if started is not None:
+            self.ctx.timing.setdefault(started[0], []).append(now - started[1])
+            self._rule_started = None
+        try:
+            self._check_everything()
+        finally:
+            self.ctx.timing.setdefault("(invariants)", []).append(time.perf_counter() - now)
+
+    def _check_everything(self) -> None:
+        mark = time.perf_counter()
+        rows_before = self._catalogue_rows()
+        self.ctx.timing.setdefault("(inv: sqlite)", []).append(time.perf_counter() - mark)
+        mark = time.perf_counter()
+        models = self._models()
+        self.ctx.timing.setdefault("(inv: GET models)", []).append(time.perf_counter() - mark)
+        rows = self._catalogue_rows()
+        listed = {m["model_id"]: m for m in models}
+        # Downloads and adoptions in the background only add models: rows seen before the listing are
+        # listed, and listed models are in the catalogue read after it.
+        assert set(rows_before) <= set(listed), f"catalogue rows not listed: {set(rows_before) - set(listed)}"
+        assert set(listed) <= set(rows), f"listed models without a ready row: {set(listed) - set(rows)}"
+        identities: dict[tuple[int, int], str] = {}
+        hub_shas = {blob.sha for blob in self.ctx.pool.hub_files.values()}
+        for model_id, model in listed.items():
+            row = rows[model_id]
+            files = self._files_of(model)
+            assert row["paths"] == [path for path, _s, _h in files], f"catalogue and listing disagree: {row} {model}"
+            assert (row["file_path"], row["file_hash"], row["size"]) == (
+                model["file_path"], model["file_hash"], model["file_size_bytes"]
+            )
+            assert files[0][2] == model["file_hash"] and sum(size for _p, size, _h in files) == model["file_size_bytes"]
+            for path, size, sha in files:
+                try:
+                    info = os.stat(path)
+                except FileNotFoundError:
+                    raise AssertionError(f"the file {path} of model {model['display_name']!r} is gone") from None
+                assert info.st_size == size, f"{path}: {info.st_size} bytes on disk, {size} registered"
+                assert self.hashes.of(path, info) == sha, f"{path}: the bytes on disk are not the registered ones"
+                assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"a model file outside MODELS_DIR: {path}"
+                key = (info.st_dev, info.st_ino)
+                assert key not in identities, f"{path} and {identities[key]} are one file, in two rows or twice in one"
+                identities[key] = path
+            if model["is_downloaded"]:
+                bad = [sha for _p, _s, sha in files if sha not in hub_shas]
+                assert not bad, f"a downloaded model holds bytes the Hub never published: {model}"
+        mark = time.perf_counter()
+        self._check_outside()
+        self._check_user_files()
+        self.ctx.timing.setdefault("(inv: folders)", []).append(time.perf_counter() - mark)
+        mark = time.perf_counter()
+        self._check_downloads(listed)
+        self.ctx.timing.setdefault("(inv: downloads)", []).append(time.perf_counter() - mark)
+
+    def _catalogue_rows(self) -> dict[str, dict]:
+        """Ready rows of the catalogue, read straight from SQLite (read-only)."""
+        path = self.settings.catalogue_file
+        if not Path(path).exists():
+            return {}
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute(
+                "SELECT model_id, file_path, part_paths, file_hash, file_size_bytes FROM local_models WHERE state = 'ready'"
+            ).fetchall()
+        finally:
+            db.close()
+        return {
+            model_id: {"file_path": file_path, "paths": json.loads(parts) or [file_path], "file_hash": file_hash, "size": size}
+            for model_id, file_path, parts, file_hash, size in rows
+        }
+
+    def _check_outside(self) -> None:
+        skip = {str(self.models_real), str(self.downloads_dir), str(self.data_dir)}
+        found = {}
+        for folder in (self.outside, self.elsewhere, self.home):
+            found.update(_walk(folder, skip))
+        found.pop(str(self.outside), None)
+        found.pop(str(self.elsewhere), None)
+        for path in skip:
+            found.pop(path, None)
+        expected_paths = set(self.outside_expected) - {str(self.outside), str(self.elsewhere)}
+        assert set(found) == expected_paths, (
+            f"files outside the storage folders changed: new {sorted(set(found) - expected_paths)}, "
+            f"gone {sorted(expected_paths - set(found))}"
+        )
+        for path, what in found.items():
+            expected = self.outside_expected[path]
+            if what[0] == "f":
+                assert expected == self.hashes.of(path), f"the user's file {path} changed"
+            else:
+                assert expected == what, f"{path} changed: {what}, was {expected}"
+
+    def _check_user_files(self) -> None:
+        for path, expected in self.user_files.items():
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                raise AssertionError(f"the user's {expected.kind} {path} is gone") from None
+            assert info.st_ino == expected.inode, f"the user's {path} was replaced (another inode)"
+            if expected.kind == "file":
+                assert self.hashes.of(path, info) == expected.sha, f"the user's file {path} changed"
+
+    def _check_downloads(self, listed: dict[str, dict]) -> None:
+        """A finished download says why it failed, or names a model that holds every file it fetched."""
+        response = self.client.get("/local/downloads")
+        assert response.status_code == 200
+        for state in response.json():
+            names = state["files"] or [state["filename"]]
+            if state["status"] == "failed":
+                message = state["error_message"] or ""
+                corrupt = any(name in self.ctx.pool.corrupt for name in names) and "SHA-256" in message
+                dropped = self.transfer_failures_ok and message.startswith("download failed")
+                assert corrupt or dropped, f"a download failed for no reason the test made: {state}"
+            elif state["status"] == "completed":
+                model_id = state["model_id"]
+                assert model_id, f"a completed download names no model: {state}"
+                if model_id in self.deleted_models:
+                    continue
+                if model_id not in listed:  # completed after the listing was taken
+                    listed = {m["model_id"]: m for m in self._models()}
+                    assert model_id in listed, f"a completed download's model is not listed: {state}"
+                held = {sha for _p, _s, sha in self._files_of(listed[model_id])}
+                wanted = {self.ctx.pool.hub_files[name].sha: name for name in names}
+                missing = [name for sha, name in wanted.items() if sha not in held]
+                assert not missing, f"download {state['download_id']} completed, but its model lacks {missing}: {state}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What the machine found, reduced to plain tests
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def split_variant_service(hub_env, tmp_path):
+    """A live service, and a Hub repo whose Q3_K_M variant is a 2-part split model; yields (server, parts)."""
+    made = tmp_path / "made"
+    made.mkdir()
+    parts = write_split_model(made, "Tiny-Split-Q3_K_M", 2, name="Split", tensor_elements=96)
+    hub_env.add_repo(FakeRepo(HUB_REPO, files={p.name: p.read_bytes() for p in parts}, tags=["gguf"]))
+    service_settings = make_settings(
+        tmp_path, tmp_path / "incoming", HF_ENDPOINT=hub_env.url, DOWNLOAD_RETRY_BASE_SECONDS=0.01, HUB_CACHE_TTL_SECONDS=0
+    )
+    (tmp_path / "incoming").mkdir()
+    server = LiveServer(service_settings).start()
+    yield server, parts
+    server.stop()
+
+
+def _download_variant_holding_one_part_already(server, parts: list[Path], part_index: int) -> tuple[dict, dict]:
+    """Import one part of the split model as a model of its own, then download the whole variant."""
+    source = Path(server.settings.import_allowed_dirs[0]) / parts[part_index].name
+    shutil.copyfile(parts[part_index], source)
+    with server.client() as client:
+        imported = client.post("/local/import", json={"file_path": str(source)})
+        assert imported.status_code == 201, imported.text
+        accepted = client.post("/local/download", json={"repo_id": HUB_REPO, "quantization": "Q3_K_M"})
+        assert accepted.status_code == 202, accepted.text
+        download_id = accepted.json()["download_id"]
+        deadline = time.monotonic() + DOWNLOAD_DEADLINE
+        while (state := client.get(f"/local/downloads/{download_id}").json())["status"] not in (
+            "completed", "failed", "cancelled"
+        ):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.01)
+        models = {m["model_id"]: m for m in client.get("/local/models").json()}
+    return state, models
+
+
+def _assert_variant_in_library(state: dict, models: dict, parts: list[Path]) -> None:
+    assert state["status"] == "completed", state
+    model = models[state["model_id"]]
+    held = [(Path(path).name, sha) for path, _size, sha in StatefulLibrary._files_of(model)]
+    wanted = [hashlib.sha256(part.read_bytes()).hexdigest() for part in parts]
+    assert [sha for _name, sha in held] == wanted, f"the completed variant's model holds {held}"
+    for path, size, sha in StatefulLibrary._files_of(model):
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha and os.path.getsize(path) == size
+
+
+def test_a_split_variant_download_is_not_completed_by_a_model_holding_only_its_first_part(split_variant_service):
+    """Found by the machine: `JobRunner._complete_from_library` (downloads/runner.py) finishes a download
+    at once when a model has the *first* file's hash, so the variant 'completes' as the lone first part and
+    part 2 is never fetched. The library then has no model of the variant the user asked for."""
+    server, parts = split_variant_service
+    state, models = _download_variant_holding_one_part_already(server, parts, 0)
+    _assert_variant_in_library(state, models, parts)
+
+
+def test_a_split_variant_download_is_not_completed_by_a_model_holding_only_its_second_part(split_variant_service):
+    """Found by the machine: `CommitStep._commit` (library/commit.py) returns an existing model when *any*
+    file's bytes are already one, so a split download whose second part is already a model of its own is
+    'completed' as that lone part, and the downloaded first part is deleted."""
+    server, parts = split_variant_service
+    state, models = _download_variant_holding_one_part_already(server, parts, 1)
+    _assert_variant_in_library(state, models, parts)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stateful_hub(tmp_path_factory):
+    pool = build_pool(tmp_path_factory.mktemp("pool"))
+    hub = FakeHub().start()
+    hub.add_repo(FakeRepo(HUB_REPO, files={p: b.data for p, b in pool.hub_files.items()}, tags=["gguf"]))
+    yield hub, pool
+    hub.stop()
+
+
+def one_ca_certificate(folder: Path) -> Path:
+    """A CA file with one certificate: every start of the service makes HTTPS clients, and loading
+    certifi's whole bundle takes about 0.1 s each time. Nothing here speaks TLS (the fake Hub is plain HTTP)."""
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    end = bundle.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")
+    path = folder / "one-ca.pem"
+    path.write_text(bundle[bundle.index("-----BEGIN CERTIFICATE-----"):end] + "\n")
+    return path
+
+
+def test_the_library_never_loses_a_file_whatever_the_user_and_the_network_do(
+    stateful_hub, tmp_path_factory, monkeypatch, capsys
+):
+    hub, pool = stateful_hub
+    hf_home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("SSL_CERT_FILE", str(one_ca_certificate(hf_home)))
+    for name in ("HF_TOKEN", "HUGGINGFACE_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path_factory.mktemp("stateful")
+    ctx = RunContext(hub, pool, [Slot(root / "a"), Slot(root / "b")], hf_home)
+    StatefulLibrary.ctx = ctx
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(
+            StatefulLibrary,
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=STEPS,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                print_blob=True,
+                # Shrinking replays a failure hundreds of times and the service runs in real time: minutes.
+                # The failing example's steps are printed anyway; MM_STATEFUL_SHRINK=1 shrinks them.
+                phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
+            ),
+        )
+    finally:
+        ctx.join_stopped()
+        with capsys.disabled():
+            print(
+                f"\nstateful library: {ctx.examples} examples, {ctx.steps} steps, {ctx.restarts} restarts, "
+                f"downloads waited for {ctx.downloads_finished}, {time.monotonic() - started:.1f} s"
+                f"{' (service in a child process)' if PROCESS else ''}"
+            )
+            if os.environ.get("MM_STATEFUL_TIMING"):
+                for name, times in sorted(ctx.timing.items(), key=lambda item: -sum(item[1])):
+                    print(f"  {name:20} {len(times):5} x {sum(times) / len(times) * 1000:7.1f} ms = {sum(times):6.1f} s")
