@@ -244,7 +244,8 @@ class DownloadRequest(BaseModel):
         description="The file's path in the repo, such as `Q4_K_M/model-Q4_K_M.gguf`",
     )
     quantization: str | None = Field(default=None, min_length=1, max_length=VARIANT_LABEL_MAX_LENGTH)
-    revision: str = Field(default="main", min_length=1, max_length=200)
+    # A branch, tag, commit or `refs/pr/N`, as the Hub names them (ASCII only).
+    revision: str = Field(default="main", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$")
 
 
 class DownloadAccepted(BaseModel):
@@ -321,10 +322,31 @@ class ModelExport(BaseModel):
     created_at: Timestamp
 
 
+# The names each export target takes, as the document shows them (the exporters check them: 400 INVALID_FILE).
+_OLLAMA_PART = r"[a-zA-Z0-9][a-zA-Z0-9._\-]{0,79}"
+_PATH_PART = r"(?:\.\.[^/]+|\.?[^/.][^/]*)"  # not empty, '.' or '..'
+_EXPORT_NAME_PATTERNS = {
+    "ollama": rf"^{_OLLAMA_PART}(?::{_OLLAMA_PART})?$",
+    "lmstudio": rf"^{_PATH_PART}/{_PATH_PART}$",
+    "hf-cache": rf"^{_PATH_PART}/{_PATH_PART}$",
+}
+
+
 class ExportRequest(BaseModel):
     """(+) Body of `POST /local/models/{model_id}/exports`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"target": {"const": target}}, "required": ["target"]},
+                    "then": {"properties": {"name": {"pattern": pattern}}},
+                }
+                for target, pattern in _EXPORT_NAME_PATTERNS.items()
+            ]
+        },
+    )
 
     target: ExportTarget
     name: str | None = Field(default=None, min_length=1, max_length=200, description="Default: from the repo or name")
