@@ -48,14 +48,37 @@ class StagingFile:
                 self.size_bytes += len(chunk)
 
     def copy_from(self, source: Path, expected: os.stat_result) -> None:
-        """Append the bytes of `source`, which must still be the file `expected` describes."""
-        with open(source, "rb", buffering=0) as src:
+        """Append the bytes of `source`, which must still be the file `expected` describes.
+
+        One pass (`fast_copy.py`): the kernel copies (a reflink, or copy_file_range) while the source
+        is hashed on a second thread; memory stays at one buffer. Raises `InvalidFileError` when the
+        source changed or the import was stopped, `InsufficientStorageError` on a full disk.
+        """
+        from model_manager.core.services.library import fast_copy  # here: the rest of this module is not ours
+
+        @contextlib.contextmanager
+        def writing():
+            with self._lock:  # `discard` waits for the chunk in flight, and the file stays open during it
+                if self._file.closed:
+                    raise InvalidFileError("the import was stopped before the file was complete")
+                yield
+
+        with open(source, "rb", buffering=0) as src, files.disk_full_is_insufficient_storage(self.path.parent):
             if not files.same_file(os.fstat(src.fileno()), expected):
                 raise files.changed_error(source.name)
-            buffer = bytearray(files.CHUNK_SIZE)
-            view = memoryview(buffer)
-            while count := src.readinto(buffer):
-                self.write((view[:count],))
+            with writing():
+                self._file.flush()  # the copy writes through the file descriptor, after what is buffered
+            try:
+                fast_copy.copy_hashing(
+                    src.fileno(), self._file.fileno(), self.size_bytes, expected.st_size, self._hash, writing
+                )
+            except fast_copy.SourceShrank:
+                raise files.changed_error(source.name) from None
+            with writing():
+                self._file.seek(0, os.SEEK_END)
+                self.size_bytes += expected.st_size
+            if not files.same_file(os.fstat(src.fileno()), expected):  # written to while we copied
+                raise files.changed_error(source.name)
 
     def finish(self) -> str:
         """Flush and fsync the file, close it, and return the SHA-256 of everything written."""
