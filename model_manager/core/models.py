@@ -173,8 +173,9 @@ class QuantVariant(BaseModel):
     quantization: str
     files: list[str]
     size_bytes: int
-    # (+) with `gguf-providers?fit=true`: where it would run on the target machine
-    fit: FitEstimate | None = None
+    # (+) with `gguf-providers?fit=true`: where it would run on the target machine. Left out of the JSON when
+    # None, so that without fit=true the answer is exactly what it was (and when the header could not be read).
+    fit: FitEstimate | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class GGUFProvider(BaseModel):
@@ -191,8 +192,9 @@ class GGUFProvider(BaseModel):
     gated: bool = False
     # False when the configured HF_TOKEN cannot download this gated repo (none set, or no access).
     downloadable: bool = True
-    # (+) with `gguf-providers?fit=true`: the best-quality variant that fits entirely on the GPU (in RAM without one)
-    recommended_variant: str | None = None
+    # (+) with `gguf-providers?fit=true`: the best-quality variant that fits entirely on the GPU (in RAM without
+    # one); left out when None (no fit asked for, or nothing fits)
+    recommended_variant: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 # ---------------------------------------------------------------- Downloads

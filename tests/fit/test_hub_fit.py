@@ -82,7 +82,7 @@ def test_cold_providers_fit_reads_each_header_once_within_two_ranges_and_8_mib(l
     assert all(r.authorization is None for r in cdn_requests(llama_hub))  # never the token on the CDN
     assert len(llama_header_bytes("Q8_0")) > 5 * MIB  # the 150k-token vocabulary really is that big
     for provider in response.json():
-        assert all(v["fit"] is not None for v in provider["variants"]), provider["reasons"]
+        assert all(v.get("fit") is not None for v in provider["variants"]), provider["reasons"]
 
     llama_hub.reset_requests()
     again = client.get(providers_url(fit="true", context=8192, vram_gb=2, ram_gb=16))
@@ -119,8 +119,9 @@ def test_providers_without_fit_read_no_header(llama_hub, hub_client_factory):
     assert response.status_code == 200
     assert cdn_requests(llama_hub) == []
     assert [r for r in llama_hub.requests_to("hub") if "/resolve/" in r.path] == []
-    assert all(v["fit"] is None for p in response.json() for v in p["variants"])
-    assert all(p["recommended_variant"] is None for p in response.json())
+    # exactly today's answer: not even the new keys
+    assert all("fit" not in v for p in response.json() for v in p["variants"])
+    assert all("recommended_variant" not in p for p in response.json())
 
 
 def _best_that_fits(provider: dict, budget: int) -> str | None:
@@ -143,7 +144,7 @@ def test_with_2_gb_of_vram_the_largest_variant_whose_total_fits_is_recommended(l
     assert by_label["Q4_K_M"]["memory"]["weights_bytes"] == weights_bytes("Q4_K_M")
     assert by_label["Q4_K_M"]["context_length"] == 8192  # the default, below the model's 131072
     for provider in providers:  # every provider: its own best that fits
-        assert provider["recommended_variant"] == _best_that_fits(provider, 2 * GIB)
+        assert provider.get("recommended_variant") == _best_that_fits(provider, 2 * GIB)
 
 
 def test_with_no_gpu_and_1_gb_of_ram_nothing_or_something_smaller_is_recommended(llama_hub, hub_client_factory):
@@ -152,7 +153,7 @@ def test_with_no_gpu_and_1_gb_of_ram_nothing_or_something_smaller_is_recommended
     providers = client.get(providers_url(fit="true", vram_gb=0, ram_gb=1)).json()
 
     bartowski = next(p for p in providers if p["repo_id"].startswith("bartowski/"))
-    assert bartowski["recommended_variant"] is None
+    assert bartowski.get("recommended_variant") is None
     for variant in bartowski["variants"]:
         assert variant["fit"]["fit"] == "too_large"
         assert variant["fit"]["gpu_layers"] == 0
@@ -208,7 +209,7 @@ def test_a_file_that_is_not_gguf_gets_no_fit_and_a_reason(hub_env, hub_client_fa
 
     (provider,) = client.get(providers_url(fit="true", vram_gb=4, ram_gb=8)).json()
 
-    fits = {v["quantization"]: v["fit"] for v in provider["variants"]}
+    fits = {v["quantization"]: v.get("fit") for v in provider["variants"]}
     assert fits["Q4_K_M"] is None and fits["Q8_0"]["fit"] == "full_gpu"
     assert any("Q4_K_M" in reason and "magic" in reason for reason in provider["reasons"])
     assert provider["recommended_variant"] == "Q8_0"
@@ -257,6 +258,6 @@ def test_a_gated_repo_without_access_is_not_read(hub_env, hub_client_factory):
 
     (provider,) = client.get(providers_url(fit="true", vram_gb=4, ram_gb=8)).json()
 
-    assert provider["variants"][0]["fit"] is None and provider["recommended_variant"] is None
+    assert provider["variants"][0].get("fit") is None and provider.get("recommended_variant") is None
     assert any("gated" in reason for reason in provider["reasons"])
     assert [r for r in hub_env.requests if "/resolve/" in r.path or r.host == "cdn"] == []
