@@ -184,3 +184,18 @@ def test_an_upload_past_the_json_limit_is_read(client, settings, import_dir):
     response = client.post("/local/import/upload", content=multipart_body([("file", "big.gguf", data)]), headers=MULTIPART)
     assert response.status_code == 201, response.text
     assert response.json()["file_size_bytes"] == len(data)
+
+
+def test_a_401_carries_the_cors_headers_of_an_allowed_origin_only(tmp_path, import_dir):
+    from fastapi.testclient import TestClient
+
+    from model_manager.app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, import_dir, CORS_ORIGINS="http://page.test")
+    with TestClient(create_app(settings)) as client:
+        allowed = client.get("/local/models", headers={"Origin": "http://page.test"})
+        other = client.get("/local/models", headers={"Origin": "http://evil.test"})
+    assert allowed.status_code == other.status_code == 401
+    assert allowed.headers["access-control-allow-origin"] == "http://page.test"
+    assert "access-control-allow-origin" not in other.headers
