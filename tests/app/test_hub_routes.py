@@ -326,9 +326,9 @@ def test_a_gated_provider_the_token_cannot_download_is_never_recommended(provide
     assert "not downloadable" in gated["reasons"][0] and "access" in gated["reasons"][0]
     assert _by_score(providers) and providers[-1] is gated
     # One HEAD checked the access, within the budget of 2 + candidates; the answer is cached with the rest.
-    heads = [r for r in provider_hub.requests_to("hub") if r.method == "HEAD"]
-    assert [r.path for r in heads] == ["/gatedco/Llama-3-8B-GGUF/resolve/" + provider_hub.get_repo(
-        "gatedco/Llama-3-8B-GGUF").sha + "/Llama-3-8B-Q6_K.gguf"]
+    heads = [r.path for r in provider_hub.requests_to("hub") if r.method == "HEAD"]
+    commit = provider_hub.get_repo("gatedco/Llama-3-8B-GGUF").sha
+    assert heads == [f"/gatedco/Llama-3-8B-GGUF/resolve/{commit}/Llama-3-8B-Q6_K.gguf"]
     assert len(provider_hub.requests_to("hub")) == 7 <= 2 + 6
     provider_hub.reset_requests()
     assert client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json() == providers
@@ -397,7 +397,8 @@ def test_files_that_are_not_parts_of_one_set_are_separate_variants_and_models(hu
         response = client.post("/local/download", json={"repo_id": MIXED_REPO, "quantization": legacy})
         assert (response.status_code, response.json()["error_code"]) == (409, "AMBIGUOUS_VARIANT")
         candidates = response.json()["details"]["candidates"]
-        assert sorted(c["quantization"] for c in candidates) == sorted(l for l in labels.values() if legacy.upper() in l)
+        wanted = sorted(label for label in labels.values() if legacy.upper() in label)
+        assert sorted(c["quantization"] for c in candidates) == wanted
         assert len(candidates) == count and all(c["files"] for c in candidates)
     assert client.get("/local/downloads").json() == []
 
@@ -428,7 +429,8 @@ def test_providers_offer_only_files_and_labels_the_download_endpoint_takes(hub_e
     client = hub_client_factory()
 
     (provider,) = client.get(f"/hub/model/{BASE_MODEL}/gguf-providers").json()
-    assert sorted(f for v in provider["variants"] for f in v["files"]) == sorted(["Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf"])
+    offered = sorted(f for v in provider["variants"] for f in v["files"])
+    assert offered == sorted(["Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf"])
     assert sorted(provider["model_variants"]) == sorted(["Q4_K_M", long_stem])
     assert any("left out" in reason and "Q5_K_M" in reason for reason in provider["reasons"])
     for name in refused:  # the download endpoint refuses each of them

@@ -408,9 +408,9 @@ def test_a_provider_that_cannot_be_downloaded_is_never_recommended():
 
 def test_a_provider_that_cannot_be_downloaded_scores_below_every_one_that_can():
     # The best possible gated provider without access against the weakest possible downloadable one.
+    many = [QuantVariant(quantization=f"Q{i}", files=[f"m-Q{i}.gguf"], size_bytes=1) for i in range(9)]
     best = _candidate("big/m-GGUF", downloads=10**9, likes=10**9, last_modified=NOW, gated=True, downloadable=False,
-                      why_not_downloadable="gated and the configured HF_TOKEN has no access",
-                      variants=[QuantVariant(quantization=f"Q{i}", files=[f"m-Q{i}.gguf"], size_bytes=1) for i in range(9)])
+                      why_not_downloadable="gated and the configured HF_TOKEN has no access", variants=many)
     weakest = _candidate("small/m-GGUF", downloads=0, likes=0, last_modified=None, card_relation=False, variants=[])
     ranked = rank_providers([best, weakest], "base/m", NOW)
     assert [p.repo_id for p in ranked] == ["small/m-GGUF", "big/m-GGUF"]

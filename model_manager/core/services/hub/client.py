@@ -130,7 +130,7 @@ class HubClient:
         return await self.cache.get_or_fetch(("may_read", repo_id, filename, revision), ask)
 
     async def read_text(self, repo_id: str, filename: str, revision: str) -> str | None:
-        """The first README_MAX_BYTES of a text file of the repo (the README), None when the repo has no such file. Cached."""
+        """The first README_MAX_BYTES of a text file of the repo (the README); None without such a file. Cached."""
         try:
             return await self._answer(
                 ("text", repo_id, filename, revision),
