@@ -301,3 +301,12 @@ def test_a_split_model_links_in_as_one_model(client, home):
     folder = Path(model.file_path).parent
     for part, info in zip(parts, model.metadata["parts"]):
         assert (folder / info["filename"]).stat().st_ino == part.stat().st_ino
+
+
+def test_linking_a_split_model_that_is_already_in_the_library_answers_that_model(client, home):
+    parts = write_split_model(home, "split-Q4_K_M", 2, name="Split")
+    storage = client.app.state.local_storage
+    first, created = client.portal.call(lambda: storage.import_file(str(parts[0]), "link", part_paths=[str(parts[1])]))
+    again, created_again = client.portal.call(lambda: storage.import_file(str(parts[0]), "link", part_paths=[str(parts[1])]))
+    assert created and not created_again and again.model_id == first.model_id
+    assert catalogue_row_count(client.settings) == 1

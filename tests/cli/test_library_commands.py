@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from model_manager.core.config import Settings
@@ -102,6 +104,8 @@ def test_stats_shows_the_library_size_and_disk_usage(mm: RunCommand, import_dir:
 def test_cleanup_dry_run_lists_stray_files_and_keeps_them(mm: RunCommand, settings: Settings) -> None:
     stray = settings.models_dir / "stray.gguf"
     stray.write_bytes(b"GGUF leftover")
+    an_hour_ago = time.time() - 3600  # cleanup leaves a broken file alone while someone may still be writing it
+    os.utime(stray, (an_hour_ago, an_hour_ago))
     result = mm("cleanup", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "Would remove 1 item(s)" in result.output
@@ -112,6 +116,8 @@ def test_cleanup_dry_run_lists_stray_files_and_keeps_them(mm: RunCommand, settin
 def test_cleanup_removes_stray_files_after_confirmation(mm: RunCommand, settings: Settings) -> None:
     stray = settings.models_dir / "stray.gguf"
     stray.write_bytes(b"GGUF leftover")
+    an_hour_ago = time.time() - 3600  # cleanup leaves a broken file alone while someone may still be writing it
+    os.utime(stray, (an_hour_ago, an_hour_ago))
     refused = mm("cleanup", input="n\n")
     assert refused.exit_code == 1 and stray.exists()
     result = mm("cleanup", input="y\n")

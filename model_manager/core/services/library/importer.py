@@ -124,6 +124,9 @@ class FileImports(CommitStep):
         if action == "move":
             raise InvalidFileError("a split model is imported by copy, link or register, not move")
         names = _library_names(paths, library_name)
+        whole = await asyncio.to_thread(self._model_made_of, paths)
+        if whole is not None:
+            return to_api(whole), False
         sources = [await asyncio.to_thread(self._inspect_source, path, action, name) for path, name in zip(paths, names)]
         if sources[0].existing is not None:
             return to_api(sources[0].existing), False
@@ -214,6 +217,16 @@ class FileImports(CommitStep):
         except PermissionError:
             raise PathNotAllowedError(f"the service may not read {file_path}", {"file_path": file_path}) from None
         return Source(Path(real), name, info, header)
+
+    def _model_made_of(self, paths: list[str]) -> ModelRecord | None:
+        """The ready model whose files are exactly these, in this order (any spelling, hard links too), or None."""
+        ownership = Ownership(self.catalogue.list_models())
+        owners = [ownership.owner_of(os.path.realpath(path)) if os.path.isabs(path) else None for path in paths]
+        if any(owner is None for owner in owners):
+            return None
+        record = owners[0].record
+        same = all(o.record.model_id == record.model_id and o.part_index == i for i, o in enumerate(owners))
+        return record if same and len(record.all_paths) == len(paths) else None
 
     def _library_file(self, file_path: str, real: str, info: os.stat_result) -> ModelRecord | None:
         """The model whose only file `real` is (any spelling, hard links too), or None for a file the library

@@ -34,6 +34,7 @@ JUNK_GRACE_SECONDS = 600  # a broken .gguf touched more recently may still be be
 ADOPTION_DEPTH = 4  # how deep below MODELS_DIR unregistered models are looked for
 _PARTIAL_FILE = re.compile(r"^file-\d{3}\.(part|json)(\.tmp)?$")
 _GGUF_MAGIC = b"GGUF"
+_READABLE_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -134,19 +135,23 @@ def _walk(root: Path, places: Places):
 
 
 def _check_gguf(path: Path) -> str:
-    """'valid' (a GGUF we read, data complete), 'junk' (provably not one: wrong magic, or cut short), or 'unknown'."""
+    """'valid' (a GGUF we read, data complete), 'junk' (provably not one: wrong magic, an absurd version, or
+    cut short), or 'unknown' (unreadable, or a GGUF version we do not know yet: someone's model)."""
     try:
         with open(path, "rb") as file:
-            magic = file.read(4)
+            start = file.read(8)
     except OSError:
         return "unknown"
-    if magic != _GGUF_MAGIC:
+    if start[:4] != _GGUF_MAGIC or len(start) < 8:
         return "junk"
+    version = int.from_bytes(start[4:], "little")
+    if version not in _READABLE_VERSIONS:
+        newer_or_big_endian = version < 256 or int.from_bytes(start[4:], "big") in _READABLE_VERSIONS
+        return "unknown" if newer_or_big_endian else "junk"
     try:
         read_gguf_header(path)
-    except GGUFFormatError as error:
-        # A newer or big-endian GGUF is someone's model we cannot read yet, not junk.
-        return "unknown" if "not supported" in error.message else "junk"
+    except GGUFFormatError:
+        return "junk"
     except OSError:
         return "unknown"
     return "valid"
