@@ -261,3 +261,28 @@ def test_a_gated_repo_without_access_is_not_read(hub_env, hub_client_factory):
     assert provider["variants"][0].get("fit") is None and provider.get("recommended_variant") is None
     assert any("gated" in reason for reason in provider["reasons"])
     assert [r for r in hub_env.requests if "/resolve/" in r.path or r.host == "cdn"] == []
+
+
+async def test_the_same_header_asked_twice_at_once_is_fetched_once(llama_hub, tmp_path):
+    import asyncio
+
+    from model_manager.core.catalogue import Catalogue
+    from model_manager.core.fit.service import FitService
+    from model_manager.core.services.huggingface_service import HuggingFaceService
+    from tests.hub_fixtures import hub_settings
+
+    settings = hub_settings(tmp_path, llama_hub)
+    catalogue = Catalogue(tmp_path / "catalogue.sqlite3")
+    catalogue.open()
+    try:
+        service = FitService(settings, catalogue, HuggingFaceService(settings))
+        llama_hub.reset_requests()
+        ask = lambda: service.fit_hub("bartowski/Llama-3.2-1B-Instruct-GGUF", quantization="Q8_0",  # noqa: E731
+                                      ram_gb=8, vram_gb=0)
+        first, second = await asyncio.gather(ask(), ask())
+    finally:
+        catalogue.close()
+
+    assert first == second and first.fit == "cpu"
+    assert len([r for r in llama_hub.requests_to("hub") if "/resolve/" in r.path]) == 1
+    assert service.headers.fetched == 1

@@ -78,6 +78,9 @@ class RemoteHeaderReader:
             )
             future.set_result(header)
             return header
+        except asyncio.CancelledError:
+            future.cancel()  # whoever waits on the same file is cancelled too; the next request fetches again
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
