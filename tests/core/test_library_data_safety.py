@@ -137,7 +137,8 @@ def test_valid_models_already_in_the_models_folder_are_adopted_in_place_never_de
 def test_rescan_dry_run_lists_and_registers_nothing_and_cleanup_reports_what_it_adopts(tmp_path, home):
     settings = home_settings(tmp_path, home)
     with app_client(settings) as client:
-        model = write_gguf(Path(settings.models_dir) / "late.gguf")  # arrives after the start
+        wait_for_rescan(client)
+        model = write_gguf(Path(settings.models_dir) / "late.gguf")  # arrives after the start's rescan
         dry = client.post("/local/storage/rescan", params={"dry_run": "true"}).json()
         assert dry["would_adopt"] == [str(model)] and client.get("/local/models").json() == []
         assert client.get("/local/storage/stats").json()["unregistered_models"] == 1
