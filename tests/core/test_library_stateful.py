@@ -21,8 +21,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import threading
+import tempfile
 import time
 import traceback
 import uuid
@@ -52,6 +54,7 @@ SLOW_BYTES_PER_SECOND = 3000  # a throttled transfer of a ~2 KB file lasts long 
 DROP_AFTER_BYTES = 700  # the files are 1.5 to 3 KB: a drop lands mid-file
 
 HUB_REPO = "stateful/Tiny-GGUF"
+PICKS = st.tuples(*[st.integers(0, 1023)] * 3)  # choices a rule makes among what exists when it runs
 STAGING_PREFIX = ".importing-"
 
 
@@ -349,10 +352,11 @@ class StatefulLibrary(RuleBasedStateMachine):
     @initialize(
         spelling=st.sampled_from(["plain", "symlink", "trailing slash"]),
         planted=st.lists(st.integers(0, 10), max_size=3, unique=True),
+        junk=st.booleans(),
     )
-    def start(self, spelling: str, planted: list[int]) -> None:
+    def start(self, spelling: str, planted: list[int], junk: bool) -> None:
         """Plant the user's files, then start the service with MODELS_DIR spelled one way or another."""
-        self._plant_fixed()
+        self._plant_fixed(junk)
         for index in planted:
             blob = self.ctx.pool.local[index % len(self.ctx.pool.local)]
             self._plant(self.models_real / f"user-{index}-{blob.name}", blob)
@@ -389,7 +393,7 @@ class StatefulLibrary(RuleBasedStateMachine):
             self.service = ThreadService(app)
         self._connect(self.service.start())
 
-    def _plant_fixed(self) -> None:
+    def _plant_fixed(self, junk: bool) -> None:
         pool = self.ctx.pool
         single, other = pool.local[1], pool.local[2]
         recent_broken = pool.local[-1]  # GGUF magic, cut short, written just now: maybe someone is still writing it
@@ -411,11 +415,11 @@ class StatefulLibrary(RuleBasedStateMachine):
             self._plant(self.models_real / "big" / part.name, part)
         self._plant(self.models_real / "lonely" / pool.split_b[0].name, pool.split_b[0])  # an incomplete set
         self._plant(self.models_real / "writing.gguf", recent_broken)
-        stale = self.models_real / "stale.gguf"
-        self._plant(stale, pool.local[-2], may_go="cleanup")  # not GGUF, untouched for an hour: junk
-        old = time.time() - 3600
-        os.utime(stale, (old, old))
-        self.user_files[str(stale)].inode = stale.stat().st_ino
+        if junk:  # not GGUF, untouched for an hour: junk that cleanup removes (each survey then scans /proc: 30 ms)
+            stale = self.models_real / "stale.gguf"
+            self._plant(stale, pool.local[-2], may_go="cleanup")
+            old = time.time() - 3600
+            os.utime(stale, (old, old))
         # The user's files elsewhere: import sources, and one the service may not read
         self._plant_outside(self.outside / "first.gguf", pool.local[0])
         self._plant_outside(self.elsewhere / "secret.gguf", pool.local[1])
@@ -466,11 +470,12 @@ class StatefulLibrary(RuleBasedStateMachine):
         self._rule_started = (traceback.extract_stack(limit=2)[0].name, time.perf_counter())
 
     @staticmethod
-    def _pick(data: st.DataObject, items, label: str):
-        """One of `items`. Drawn as an index of fixed range so that a list which differs between runs (models
-        that a background download added, say) never makes hypothesis's replays draw differently."""
+    def _pick(index: int, items):
+        """One of `items`, by a number drawn before the rule ran. Rules draw all their numbers up front, the
+        same ones whatever the state: a state that differs between replays (a model a background download
+        added, say) then never makes hypothesis's replays draw differently."""
         items = list(items)
-        return items[data.draw(st.integers(0, 1023), label=label) % len(items)]
+        return items[index % len(items)]
 
     def _new_name(self, stem: str) -> str:
         self.counter += 1
@@ -523,8 +528,8 @@ class StatefulLibrary(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules: imports and uploads
 
-    @rule(data=st.data(), action=st.sampled_from(["copy", "move"]))
-    def import_file(self, data: st.DataObject, action: str) -> None:
+    @rule(picks=PICKS, action=st.sampled_from(["copy", "move"]))
+    def import_file(self, picks: tuple[int, ...], action: str) -> None:
         self._step()
         models = self._models()
         kinds = ["new", "new", "outside", "elsewhere", "missing", "planted"]
@@ -532,11 +537,11 @@ class StatefulLibrary(RuleBasedStateMachine):
             kinds += ["model file", "model file"]
         if any(m["metadata"].get("parts") for m in models):
             kinds += ["split part", "split part"]
-        kind = self._pick(data, kinds, "source")
+        kind = self._pick(picks[0], kinds)
         expected: set[int] = {200, 201, 400, 403, 404, 409}
         owner: dict | None = None
         if kind == "new":
-            blob = self._pick(data, self.ctx.pool.local, "content")
+            blob = self._pick(picks[1], self.ctx.pool.local)
             source = self.outside / f"{self._new_name('src')}-{blob.name}"
             self._plant_outside(source, blob)
             expected = {201, 200} if blob.valid else {400}
@@ -544,7 +549,7 @@ class StatefulLibrary(RuleBasedStateMachine):
             candidates = sorted(p for p, v in self.outside_expected.items() if isinstance(v, str) and p.startswith(str(self.outside)))
             if not candidates:
                 return
-            source = Path(self._pick(data, candidates, "outside file"))
+            source = Path(self._pick(picks[1], candidates))
         elif kind == "elsewhere":
             source = self.elsewhere / "secret.gguf"
             expected = {403}
@@ -552,15 +557,15 @@ class StatefulLibrary(RuleBasedStateMachine):
             source = self.outside / "not-there.gguf"
             expected = {404}
         elif kind == "planted":
-            source = Path(self._pick(data, sorted(self.user_files), "planted"))
+            source = Path(self._pick(picks[1], sorted(self.user_files)))
         elif kind == "model file":
-            owner = self._pick(data, models, "model")
+            owner = self._pick(picks[1], models)
             source = Path(owner["file_path"])
             expected = {409} if owner["metadata"].get("parts") else {200}
         else:
-            owner = self._pick(data, [m for m in models if m["metadata"].get("parts")], "split model")
+            owner = self._pick(picks[1], [m for m in models if m["metadata"].get("parts")])
             files = self._files_of(owner)
-            source = Path(self._pick(data, files[1:], "part")[0])
+            source = Path(self._pick(picks[2], files[1:])[0])
             expected = {409}
         before = self._source_sha(str(source))
         response = self.client.post("/local/import", json={"file_path": str(source), "action": action})
@@ -584,13 +589,13 @@ class StatefulLibrary(RuleBasedStateMachine):
         if status == 409 and kind == "split part":
             assert response.json()["error_code"] == "FILE_IN_USE"
 
-    @rule(data=st.data(), name=st.sampled_from(
+    @rule(picks=PICKS, name=st.sampled_from(
         ["up.gguf", "model.gguf", "MODEL.gguf", "../escape.gguf", "sub/dir/x.gguf", "caf\u00e9.gguf",
          "cafe\u0301.gguf", "model-Q5_K_M.gguf", "Tiny-Split-Q3_K_M-00001-of-00002.gguf", "notes.txt"]
     ))
-    def upload(self, data: st.DataObject, name: str) -> None:
+    def upload(self, picks: tuple[int, ...], name: str) -> None:
         self._step()
-        blob = self._pick(data, self.ctx.pool.local, "content")
+        blob = self._pick(picks[0], self.ctx.pool.local)
         response = self.client.post("/local/import/upload", files={"file": (name, blob.data, "application/octet-stream")})
         ok = blob.valid and name.endswith(".gguf")
         status = self._expect_status(response, {200, 201} if ok else {400}, f"upload {name}")
@@ -604,15 +609,15 @@ class StatefulLibrary(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules: the user's own files
 
-    @rule(data=st.data(), where=st.sampled_from(["outside", "models"]))
-    def hard_link(self, data: st.DataObject, where: str) -> None:
+    @rule(picks=PICKS, where=st.sampled_from(["outside", "models"]))
+    def hard_link(self, picks: tuple[int, ...], where: str) -> None:
         """The user hard-links a library file elsewhere (outside, or another name in MODELS_DIR)."""
         self._step()
         models = self._models()
         if not models:
             return
-        model = self._pick(data, models, "model")
-        path = self._pick(data, self._files_of(model), "file")[0]
+        model = self._pick(picks[0], models)
+        path = self._pick(picks[1], self._files_of(model))[0]
         if where == "outside":
             target = self.outside / f"{self._new_name('link')}.gguf"
             os.link(path, target)
@@ -622,13 +627,13 @@ class StatefulLibrary(RuleBasedStateMachine):
             os.link(path, target)
             self.user_files[str(target)] = UserFile("file", self.hashes.of(target), target.stat().st_ino)
 
-    @rule(data=st.data(), where=st.sampled_from(["models", "models/sub", "downloads"]),
+    @rule(picks=PICKS, where=st.sampled_from(["models", "models/sub", "downloads"]),
           name=st.sampled_from(["model.gguf", "Model.GGUF", "model-Q5_K_M.gguf", "Tiny-Q4_K_M.gguf", "caf\u00e9.gguf",
                                 "up.gguf", "own", "notes.txt"]))
-    def plant(self, data: st.DataObject, where: str, name: str) -> None:
+    def plant(self, picks: tuple[int, ...], where: str, name: str) -> None:
         """The user drops a file into a storage folder, maybe under a name the library is about to use."""
         self._step()
-        blob = self._pick(data, self.ctx.pool.local, "content")
+        blob = self._pick(picks[0], self.ctx.pool.local)
         if name == "own":
             name = blob.name  # a split part keeps its split name
         folder = {"models": self.models_real, "models/sub": self.models_real / "sub", "downloads": self.downloads_dir}[where]
@@ -639,10 +644,10 @@ class StatefulLibrary(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules: downloads
 
-    @rule(data=st.data(), fault=st.sampled_from(["none", "none", "drop once", "drop always"]), wait=st.booleans())
-    def download(self, data: st.DataObject, fault: str, wait: bool) -> None:
+    @rule(picks=PICKS, fault=st.sampled_from(["none", "none", "drop once", "drop always"]), wait=st.booleans())
+    def download(self, picks: tuple[int, ...], fault: str, wait: bool) -> None:
         self._step()
-        kind, value = self._pick(data, self.ctx.pool.downloads, "request")
+        kind, value = self._pick(picks[0], self.ctx.pool.downloads)
         hub = self.ctx.hub
         if fault == "drop always":
             wait = True  # the fault is switched off again once this download ends
@@ -665,21 +670,21 @@ class StatefulLibrary(RuleBasedStateMachine):
         hub.drop_times = 0
         self._check_finished_download(final, permanent_drop=fault == "drop always")
 
-    @rule(data=st.data())
-    def slow_download(self, data: st.DataObject) -> None:
+    @rule(picks=PICKS)
+    def slow_download(self, picks: tuple[int, ...]) -> None:
         """A throttled download, left running: something else (a cancel, a restart, the end) happens mid-transfer."""
         self._step()
-        kind, value = self._pick(data, self.ctx.pool.downloads, "request")
+        kind, value = self._pick(picks[0], self.ctx.pool.downloads)
         self.ctx.hub.throttle_bytes_per_second = SLOW_BYTES_PER_SECOND
         response = self.client.post("/local/download", json={"repo_id": HUB_REPO, kind: value})
         if self._expect_status(response, {202, 409} if kind == "quantization" else {202}, f"download {value}") == 202:
             self.downloads.setdefault(response.json()["download_id"], {"request": (kind, value)})
 
     @precondition(lambda self: bool(self.downloads))
-    @rule(data=st.data())
-    def cancel(self, data: st.DataObject) -> None:
+    @rule(picks=PICKS)
+    def cancel(self, picks: tuple[int, ...]) -> None:
         self._step()
-        download_id = self._pick(data, sorted(self.downloads), "download")
+        download_id = self._pick(picks[0], sorted(self.downloads))
         files = self._download_files(download_id)
         models = self._models()
         held_before = {sha: self._holder_of(sha, models) for sha in files}
@@ -732,15 +737,15 @@ class StatefulLibrary(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules: the library
 
-    @rule(data=st.data())
-    def delete(self, data: st.DataObject) -> None:
+    @rule(picks=PICKS)
+    def delete(self, picks: tuple[int, ...]) -> None:
         self._step()
         models = self._models()
         if not models:
             response = self.client.delete(f"/local/models/{uuid.uuid4()}")
             self._expect_status(response, {404}, "delete of an unknown model")
             return
-        model = self._pick(data, models, "model")
+        model = self._pick(picks[0], models)
         response = self.client.delete(f"/local/models/{model['model_id']}")
         self._expect_status(response, {204}, f"delete {model['file_path']}")
         self.deleted_models.add(model["model_id"])
@@ -1032,6 +1037,33 @@ def test_a_split_variant_download_is_not_completed_by_a_model_holding_only_its_s
     _assert_variant_in_library(state, models, parts)
 
 
+def test_a_cancel_that_lands_as_the_socket_becomes_readable_is_not_swallowed():
+    """Found by the machine: a download cancelled mid-transfer sometimes ran on to the end and registered its
+    model, and the download was then marked `cancelled` while naming that model (DownloadManager.cancel
+    awaits the task, then overwrites its `completed` state). The cancel was swallowed in the download
+    sockets' `_wait` (downloads/sockets.py): on Python 3.11, `asyncio.wait_for` returns the inner result
+    instead of raising CancelledError when the cancel and the inner future's completion land in the same
+    loop iteration. Here the socket becomes readable and the cancel comes in that same iteration."""
+    from model_manager.core.services.downloads.sockets import SocketStream
+
+    async def read_then_cancel() -> bytes:
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        try:
+            task = asyncio.ensure_future(SocketStream(ours, 1024).read(1024, timeout=5))
+            await asyncio.sleep(0)  # the read now waits for the socket to become readable
+            theirs.send(b"x")
+            # Runs in the next loop iteration, after the readiness callback, before the task resumes.
+            asyncio.get_running_loop().call_later(0, task.cancel)
+            return await task
+        finally:
+            ours.close()
+            theirs.close()
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(read_then_cancel())
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The test
 # --------------------------------------------------------------------------------------------------------------------
@@ -1068,6 +1100,8 @@ def test_the_library_never_loses_a_file_whatever_the_user_and_the_network_do(
     for name in ("HF_TOKEN", "HUGGINGFACE_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path_factory.mktemp("stateful")
+    if os.environ.get("MM_STATEFUL_SHM"):
+        root = Path(tempfile.mkdtemp(prefix="mm-stateful-", dir="/dev/shm"))
     ctx = RunContext(hub, pool, [Slot(root / "a"), Slot(root / "b")], hf_home)
     StatefulLibrary.ctx = ctx
     started = time.monotonic()
