@@ -78,8 +78,11 @@ def contract_service(tmp_path: Path, hub_env: FakeHub) -> Iterator[ContractServi
     add_provider_repos(hub_env)
     tiny = write_gguf(tmp_path / "tiny-Q8_0.gguf", file_type=7).read_bytes()
     hub_env.add_repo(FakeRepo(TINY_REPO, tags=["gguf"], files={"tiny-Q8_0.gguf": tiny}))
-    # Hub answers are never cached here: each request exercises the real client against the fake Hub.
-    settings = hub_settings(tmp_path, hub_env, HUB_CACHE_TTL_SECONDS="0", LOG_LEVEL="ERROR")
+    # Hub answers are never cached here: each request exercises the real client against the fake Hub. A loaded
+    # machine must not turn a slow fake Hub into a 502 (a server error to schemathesis).
+    settings = hub_settings(
+        tmp_path, hub_env, HUB_CACHE_TTL_SECONDS="0", HUB_TIMEOUT_SECONDS="30", LOG_LEVEL="ERROR"
+    )
     import_files = [str(write_gguf(settings.import_allowed_dirs[0] / f"import-{i}.gguf", name=f"M{i}")) for i in range(3)]
     server = LiveServer(settings).start()
     try:
