@@ -160,6 +160,19 @@ class FitService:
         """
         target = await self.target(ram_gb, vram_gb)
         limit = asyncio.Semaphore(HEADER_CONCURRENCY)
+        # Quantizations of one base model share its vocabulary, so their headers are about the same size:
+        # the first header read tells the others how much to ask for, making one request enough for each.
+        hint: list[int | None] = [None]
+        priming = asyncio.Lock()
+
+        async def headers_of(info: ModelInfo, variant: QuantVariant) -> list[GGUFHeader]:
+            if hint[0] is None:
+                async with priming:
+                    if hint[0] is None:
+                        headers = await self._variant_headers(info, variant)
+                        hint[0] = headers[0].header_size
+                        return headers
+            return await self._variant_headers(info, variant, hint[0])
 
         async def one_provider(provider: GGUFProvider) -> GGUFProvider:
             provider = provider.model_copy(deep=True)
@@ -175,7 +188,7 @@ class FitService:
             async def one_variant(variant: QuantVariant) -> None:
                 async with limit:
                     try:
-                        headers = await self._variant_headers(info, variant)
+                        headers = await headers_of(info, variant)
                         result = _estimate(headers, target, context)
                     except (ModelManagerError, ShapeError) as error:
                         message = getattr(error, "message", str(error))
@@ -189,7 +202,9 @@ class FitService:
 
         return list(await asyncio.gather(*(one_provider(p) for p in providers)))
 
-    async def _variant_headers(self, info: ModelInfo, variant: QuantVariant) -> list[GGUFHeader]:
+    async def _variant_headers(
+        self, info: ModelInfo, variant: QuantVariant, size_hint: int | None = None
+    ) -> list[GGUFHeader]:
         siblings = {s.rfilename: s for s in info.siblings or ()}
         commit = info.sha or "main"
         refs = []
@@ -197,7 +212,9 @@ class FitService:
             sibling = siblings[name]
             etag = (sibling.lfs.sha256 if sibling.lfs else None) or sibling.blob_id or commit
             refs.append(HubFileRef(info.id, commit, name, etag, self.hub.client.file_url(info.id, name, commit)))
-        return list(await asyncio.gather(*(self.headers.header(ref) for ref in refs)))
+        # Only the first part holds the vocabulary: the hint is for it, later parts start small.
+        hints = [size_hint] + [None] * (len(refs) - 1)
+        return list(await asyncio.gather(*(self.headers.header(ref, hint) for ref, hint in zip(refs, hints))))
 
 
 def _matching(variants: list[QuantVariant], quantization: str) -> list[QuantVariant]:

@@ -28,6 +28,7 @@ logger = logging.getLogger("model_manager.hub")
 
 FIRST_CHUNK_BYTES = 2 * 1024 * 1024
 GROWTH = 4
+HINT_MARGIN_BYTES = 64 * 1024  # siblings' headers differ by a few names and numbers, chat templates at most
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 _KEPT_STRING_LENGTH = 4096  # chat templates and licences are not needed to size a model
 
@@ -58,8 +59,11 @@ class RemoteHeaderReader:
         self._inflight: dict[HubFileRef, asyncio.Future[GGUFHeader]] = {}
         self.fetched = 0  # headers fetched from the network since start, for tests and logs
 
-    async def header(self, ref: HubFileRef) -> GGUFHeader:
+    async def header(self, ref: HubFileRef, size_hint: int | None = None) -> GGUFHeader:
         """The header of `ref`, from the catalogue or else from the Hub (then stored).
+
+        `size_hint`: the header size of a sibling (another quantization of the same model, same vocabulary);
+        the first request then asks for that much and a margin, so that one request is usually enough.
 
         Raises `NotFoundError`, `GatedRepoError`, `RateLimitedError` or `HubUnavailableError` when the
         Hub refuses, `GGUFFormatError` when the file's start is not a GGUF header of at most 64 MiB.
@@ -72,7 +76,8 @@ class RemoteHeaderReader:
         future: asyncio.Future[GGUFHeader] = asyncio.get_running_loop().create_future()
         self._inflight[ref] = future
         try:
-            header = await self._fetch(ref)
+            first = size_hint + HINT_MARGIN_BYTES if size_hint else FIRST_CHUNK_BYTES
+            header = await self._fetch(ref, min(first, MAX_HEADER_BYTES))
             await asyncio.to_thread(
                 self._store.save_remote_header, ref.repo_id, ref.commit, ref.filename, ref.etag, header_to_json(header)
             )
@@ -88,10 +93,10 @@ class RemoteHeaderReader:
         finally:
             del self._inflight[ref]
 
-    async def _fetch(self, ref: HubFileRef) -> GGUFHeader:
+    async def _fetch(self, ref: HubFileRef, first: int) -> GGUFHeader:
         data = bytearray()
         url, headers = ref.url, dict(self._auth)
-        wanted = FIRST_CHUNK_BYTES
+        wanted = first
         file_size: int | None = None
         timeout = httpx.Timeout(self._timeout)
         async with httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client:
