@@ -82,6 +82,12 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (model_id, target)
     );
     """,
+    # A split model may share a part's bytes with another model (one part imported on its own), so the
+    # first file's hash no longer has to be unique; the library's commit step decides what is a duplicate.
+    """
+    DROP INDEX local_models_hash;
+    CREATE INDEX local_models_by_hash ON local_models (file_hash);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

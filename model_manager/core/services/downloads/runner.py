@@ -119,11 +119,12 @@ class JobRunner:
 
     async def _complete_from_library(self, job: DownloadJob) -> bool:
         """Finish at once when the library already holds the model (a repeated request, or a crash after the move)."""
-        first_sha256 = job.record.files[0].get("sha256") if job.record.files else None
-        if not first_sha256:
+        hashes = [file.get("sha256") for file in job.record.files]
+        if not hashes or not all(hashes):
             return False
-        existing = await asyncio.to_thread(self._catalogue.find_model_by_hash, first_sha256)
-        if existing is None or existing.state != "ready" or not Path(existing.file_path).is_file():
+        # Every file must match: one part of a split variant already in the library is not the variant.
+        existing = await self._storage.find_model_with_files(hashes)
+        if existing is None or not all(Path(path).is_file() for path in existing.all_paths):
             return False
         await self._remove_partials(job)
         job.record.started_at = job.record.started_at or utc_now()

@@ -5,6 +5,7 @@ Steps 2 to 4 of the crash-safety order described in the `library` package docstr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -39,10 +40,13 @@ class NewModel:
 class CommitStep(LibraryState):
     """Adds checked files to the library as one model: imports, uploads and downloads all end here."""
 
-    def _ready_model_with_hash(self, sha256: str) -> ModelRecord | None:
-        """The ready model holding a file with these bytes: a whole model, or any part of a split one."""
-        record = Ownership(self.catalogue.list_models()).model_with_bytes(sha256)
-        return record if record is not None and record.state == "ready" else None
+    def _ready_model_with_files(self, hashes: list[str]) -> ModelRecord | None:
+        """The ready model these files already are (`Ownership.model_with_files`), or None."""
+        return Ownership(self.catalogue.list_models()).model_with_files(hashes)
+
+    async def find_model_with_files(self, hashes: list[str]) -> ModelRecord | None:
+        """The ready model that files with these SHA-256s (in order) already are, or None."""
+        return await asyncio.to_thread(self._ready_model_with_files, hashes)
 
     async def _register(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         async with self._lock:
@@ -51,20 +55,20 @@ class CommitStep(LibraryState):
     def _commit(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         """Steps 2 to 4 of the `library` package docstring, with the dedupe check; runs under the lock, in a thread.
 
-        Returns `(record, created)`. When any file's bytes are already a model's (a whole model or a part
-        of one), that model and False: staged files are removed, a client's file is left. On failure
+        Returns `(record, created)`. When the files already are a model (one file: any model holding its
+        bytes; a split model: the model with exactly these parts), that model and False: staged files are
+        removed, a client's file is left. On failure
         every file renamed so far goes back where it came from and the row is deleted. A name taken
         between choosing it and the rename (someone else's new file) is never replaced: another is chosen.
         """
         for attempt in range(_NAME_ATTEMPTS):
             ownership = Ownership(self.catalogue.list_models(include_pending=True))
-            for item in items:
-                existing = ownership.model_with_bytes(item.sha256)
-                if existing is not None and existing.state == "ready":
-                    self._discard_staged(items)
-                    return existing, False
-                if existing is not None:  # pending rows exist only inside this step: a crash's leftover
-                    self.catalogue.delete_model(existing.model_id)
+            existing = ownership.model_with_files([item.sha256 for item in items])
+            if existing is not None and existing.state == "ready":
+                self._discard_staged(items)
+                return existing, False
+            if existing is not None:  # pending rows exist only inside this step: a crash's leftover
+                self.catalogue.delete_model(existing.model_id)
             try:
                 return self._add(items, new_model, ownership.records), True
             except FileExistsError:

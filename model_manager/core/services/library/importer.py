@@ -92,7 +92,7 @@ class FileImports(CommitStep):
         if source.existing is not None:
             return to_api(source.existing), False
         digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
-        existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
+        existing = await asyncio.to_thread(self._ready_model_with_files, [digest])
         if existing is not None:
             return to_api(existing), False
         display_name = files.choose_display_name(display_name, source.name)
@@ -133,10 +133,9 @@ class FileImports(CommitStep):
         if any(source.existing is not None for source in sources):
             raise FileInUseError("a part of this model is already another model of the library", {"file_path": paths[0]})
         digests = [await asyncio.to_thread(files.hash_file, s.path, s.stat) for s in sources]
-        for digest in digests:
-            existing = await asyncio.to_thread(self._ready_model_with_hash, digest)
-            if existing is not None:
-                return to_api(existing), False
+        existing = await asyncio.to_thread(self._ready_model_with_files, digests)
+        if existing is not None:
+            return to_api(existing), False
         if action == "link":
             for source in sources:
                 if not await asyncio.to_thread(files.same_filesystem, source.path.parent, self.models_dir):
@@ -288,7 +287,7 @@ class FileImports(CommitStep):
         `parts` are complete files (their hashes `part_sha256` already checked), in order; `final_names`
         their base names in the library (made unique on collision, split parts keeping a common stem).
         A split model's `file_path` is its first part and `metadata["parts"]` lists every part.
-        When a model with the first part's hash is already there it is returned and the parts deleted.
+        When these files already are a model (`Ownership.model_with_files`) it is returned and the parts deleted.
         Across filesystems the parts are copied (hash checked again) and deleted once the model is ready.
         Raises `InvalidFileError` (including `GGUFFormatError`) for a bad name or header, or hash mismatch;
         `InsufficientStorageError`; `ValueError` when the three lists differ in length.
@@ -298,7 +297,7 @@ class FileImports(CommitStep):
         parts = [Path(part) for part in parts]
         names = [files.safe_name(name) for name in final_names]
         stats, headers = await asyncio.to_thread(self._inspect_parts, parts)
-        existing = await asyncio.to_thread(self._ready_model_with_hash, part_sha256[0])
+        existing = await asyncio.to_thread(self._ready_model_with_files, list(part_sha256))
         if existing is not None:
             await asyncio.to_thread(files.remove_files, parts)
             return to_api(existing)

@@ -62,6 +62,19 @@ class Ownership:
         """The model holding a file (a whole model or any part of a split one) with this SHA-256."""
         return self.by_sha256.get(sha256)
 
+    def model_with_files(self, hashes: list[str]) -> ModelRecord | None:
+        """The model these files already are: for one file, any model holding its bytes; for a split
+        model, the model whose parts have exactly these SHA-256s, in order (one part alone is not it)."""
+        if len(hashes) == 1:
+            return self.model_with_bytes(hashes[0])
+        return next((record for record in self.records if file_hashes(record) == hashes), None)
+
+
+def file_hashes(record: ModelRecord) -> list[str]:
+    """The SHA-256 of each of the model's files, in order."""
+    hashes = part_hashes(record)
+    return hashes[1:] if len(record.all_paths) > 1 else hashes[:1]
+
 
 def part_hashes(record: ModelRecord) -> list[str]:
     """The SHA-256 of each file of a model: its file hash, plus every part's for a split model."""
