@@ -289,3 +289,22 @@ async def test_the_same_header_asked_twice_at_once_is_fetched_once(llama_hub, tm
     assert first == second and first.fit == "cpu"
     assert len([r for r in llama_hub.requests_to("hub") if "/resolve/" in r.path]) == 1
     assert service.headers.fetched == 1
+
+
+def test_a_projector_given_is_counted_with_the_model(hub_env, hub_client_factory, tmp_path):
+    from tests.gguf_factory import write_mmproj
+
+    projector = write_mmproj(tmp_path / "mmproj.gguf", tensors=3, tensor_elements=1024).read_bytes()
+    hub_env.add_repo(FakeRepo("vision/Llama-GGUF", files={"vision-Q4_K_M.gguf": llama_header_bytes("Q4_K_M"),
+                                                          "mmproj-vision-F16.gguf": projector}))
+    client = hub_client_factory()
+    params = {"repo_id": "vision/Llama-GGUF", "quantization": "Q4_K_M", "vram_gb": 8, "ram_gb": 16}
+
+    alone = client.get("/hub/fit", params=params).json()
+    with_projector = client.get("/hub/fit", params={**params, "projector": "mmproj-vision-F16.gguf"}).json()
+    not_one = client.get("/hub/fit", params={**params, "projector": "vision-Q4_K_M.gguf"})
+
+    assert with_projector["memory"]["weights_bytes"] - alone["memory"]["weights_bytes"] == 3 * 1024 * 4
+    assert alone["memory"]["weights_bytes"] == weights_bytes("Q4_K_M")
+    assert any("mmproj-vision-F16.gguf" in reason for reason in with_projector["reasons"])
+    assert not_one.status_code == 404

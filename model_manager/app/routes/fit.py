@@ -64,10 +64,14 @@ async def hub_variant_fit(
     context: ContextQuery = None,
     ram_gb: RamQuery = None,
     vram_gb: VramQuery = None,
+    projector: Annotated[
+        str | None, Query(min_length=1, max_length=1000, description="(+) An mmproj file of the repo to count too")
+    ] = None,
 ) -> VariantFit:
     """The fit of one variant (by `quantization` label or `filename`), from its header read before download."""
     return await fit.fit_hub(
-        repo_id, quantization=quantization, filename=filename, context=context, ram_gb=ram_gb, vram_gb=vram_gb
+        repo_id, quantization=quantization, filename=filename, context=context, ram_gb=ram_gb, vram_gb=vram_gb,
+        projector=projector,
     )
 
 

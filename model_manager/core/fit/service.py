@@ -123,8 +123,11 @@ class FitService:
         context: int | None = None,
         ram_gb: float | None = None,
         vram_gb: float | None = None,
+        projector: str | None = None,
     ) -> VariantFit:
-        """The fit of one variant of a Hub repo (by label, or by the name of one of its files)."""
+        """The fit of one variant of a Hub repo (by label, or by the name of one of its files).
+
+        `projector` names a multimodal projector (mmproj) file of the repo to count beside the model."""
         info = await self.hub.client.model_info(repo_id)
         repo_files = group_variants((s.rfilename, s.size) for s in info.siblings or ())
         if filename is not None:
@@ -143,8 +146,15 @@ class FitService:
         else:
             raise FitInputError("give quantization or filename")
         target = await self.target(ram_gb, vram_gb)
+        projector_header = None
+        if projector is not None:
+            if projector not in repo_files.mmproj_files:
+                raise NotFoundError(f"{repo_id} has no projector (mmproj) file {projector!r}")
+            projector_header = await self.headers.header(self._file_ref(info, projector))
         headers = await self._variant_headers(info, variant)
-        result = _estimate(headers, target, context)
+        result = _estimate(headers, target, context, projector_header)
+        if projector is not None:
+            result.reasons.append(f"Counts the projector {projector} with the model.")
         return VariantFit(
             **_estimate_fields(result), repo_id=info.id, quantization=variant.quantization, files=variant.files,
             target=_target_schema(target),
@@ -202,16 +212,17 @@ class FitService:
 
         return list(await asyncio.gather(*(one_provider(p) for p in providers)))
 
+    def _file_ref(self, info: ModelInfo, name: str) -> HubFileRef:
+        """The file at the commit the repo's (cached) model_info names, identified by its LFS sha256."""
+        sibling = next(s for s in info.siblings or () if s.rfilename == name)
+        commit = info.sha or "main"
+        etag = (sibling.lfs.sha256 if sibling.lfs else None) or sibling.blob_id or commit
+        return HubFileRef(info.id, commit, name, etag, self.hub.client.file_url(info.id, name, commit))
+
     async def _variant_headers(
         self, info: ModelInfo, variant: QuantVariant, size_hint: int | None = None
     ) -> list[GGUFHeader]:
-        siblings = {s.rfilename: s for s in info.siblings or ()}
-        commit = info.sha or "main"
-        refs = []
-        for name in variant.files:
-            sibling = siblings[name]
-            etag = (sibling.lfs.sha256 if sibling.lfs else None) or sibling.blob_id or commit
-            refs.append(HubFileRef(info.id, commit, name, etag, self.hub.client.file_url(info.id, name, commit)))
+        refs = [self._file_ref(info, name) for name in variant.files]
         # Only the first part holds the vocabulary: the hint is for it, later parts start small.
         hints = [size_hint] + [None] * (len(refs) - 1)
         return list(await asyncio.gather(*(self.headers.header(ref, hint) for ref, hint in zip(refs, hints))))
@@ -241,11 +252,13 @@ def _label(variant: QuantVariant) -> str | None:
     return quantization_from_filename(variant.files[0]) or quantization_from_filename(variant.quantization)
 
 
-def _estimate(headers: list[GGUFHeader], target: Target, context: int | None) -> FitResult:
+def _estimate(
+    headers: list[GGUFHeader], target: Target, context: int | None, projector: GGUFHeader | None = None
+) -> FitResult:
     if context is not None and not 1 <= context <= MAX_CONTEXT:
         raise FitInputError(f"context must be between 1 and {MAX_CONTEXT} tokens", {"context": context})
     try:
-        return estimate(headers, target, context)
+        return estimate(headers, target, context, projector=projector)
     except ShapeError as error:
         raise InvalidFileError(f"cannot size this model: {error}") from error
     except GGUFFormatError:
