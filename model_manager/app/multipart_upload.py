@@ -27,6 +27,26 @@ UPLOAD_FORM_SCHEMA = {
     },
     "additionalProperties": False,
 }
+UPLOAD_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": UPLOAD_FORM_SCHEMA,
+            # The part's file name matters: it must end in .gguf (else 400 INVALID_FILE) and names the library file.
+            "encoding": {
+                FILE_FIELD: {
+                    "contentType": "application/octet-stream",
+                    "headers": {
+                        "Content-Disposition": {
+                            "description": "Carries the file name, which must end in .gguf",
+                            "schema": {"type": "string", "example": 'form-data; name="file"; filename="model.gguf"'},
+                        }
+                    },
+                }
+            },
+        }
+    },
+}
 
 
 def form_error(message: str, field: str = FILE_FIELD) -> RequestValidationError:

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from model_manager.app.deps import LocalStorageDep
-from model_manager.app.multipart_upload import UPLOAD_FORM_SCHEMA, MultipartUpload, content_length
+from model_manager.app.multipart_upload import UPLOAD_REQUEST_BODY, MultipartUpload, content_length
 from model_manager.app.openapi_errors import error_responses
 from model_manager.core.models import ExportRequest, ExportTarget, ImportRequest, LocalModel, LocalModelSort, ModelExport
 
 router = APIRouter(prefix="/local", tags=["local models"])
 
-_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_FORM_SCHEMA}}}}
+_UPLOAD_BODY = {"requestBody": UPLOAD_REQUEST_BODY}
 _EXISTING = {200: {"model": LocalModel, "description": "A model with the same SHA-256 was already in the library"}}
 
 
