@@ -156,6 +156,9 @@ def main() -> None:
         hub = HubProcess(files)
         shutil.rmtree(files)  # the Hub holds them in memory now
         service = DownloadService(workdir, hub.url).start()
+        with service.client() as client:  # the first request builds FastAPI's routes: not a per-download cost
+            client.get("/local/downloads").raise_for_status()
+            client.get("/local/models").raise_for_status()
         time.sleep(1.0)
         idle_rss = service.rss_mb()
         out = workdir / "downloads"
@@ -240,7 +243,7 @@ def main() -> None:
                 runners["aria2c"] = throttled(aria(BIG))
             times = interleaved(args.rounds, runners)
             slow = interleaved(args.slow_rounds, {"curl": throttled(curl_then_hash(BIG)), "hf_hub_download": throttled(hf(BIG))})
-            m = {tool: median(values) for tool, values in {**times, **slow}.items()}
+            m = {tool: median(values) if values else float("nan") for tool, values in {**times, **slow}.items()}
             ratio_text = f"ours/aria2c {m['ours'] / m['aria2c']:.2f} ({verdict(m['ours'] / m['aria2c'], 1.0)})" if has_aria2c else "aria2c missing"
             aria_text = f"aria2c -x8+fsync {m['aria2c']:.2f} s" if has_aria2c else "aria2c missing"
             print(

@@ -5,8 +5,8 @@ none is left, an idle connection takes half of the biggest part still in flight,
 not wait for one slow link (as `aria2c` does).
 
 Connections are added while they pay off, as a congestion window grows: one at first, then twice as many
-each time the last doubling raised the total speed by a quarter or more, up to the maximum. A CDN that
-caps each connection gets all of them within a second or two; a link (or a CPU) that one connection
+each time the last doubling raised the total speed by a tenth or more, up to the maximum. A CDN that
+caps each connection gets all of them within a second; a link (or a CPU) that one connection
 already fills keeps one, which is then faster than many: they would only add work. That one connection
 then asks for the rest of the file in one request instead of part by part.
 """
@@ -16,8 +16,12 @@ from __future__ import annotations
 from model_manager.core.services.downloads.partial import Part
 
 MIB = 1024 * 1024
-PROBE_SECONDS = 0.5  # how long a number of connections runs before its speed is judged
-WORTH_IT = 1.25  # more connections stay only when they raise the speed by this factor
+# How long a number of connections runs before its speed is judged. Short, because every probe at too
+# few connections is time lost on a capped CDN: 0.5 s left ours 1.4-1.6x behind `aria2c -x8` there.
+PROBE_SECONDS = 0.25
+# More connections stay when they raise the speed by this factor: any clear gain (a 25% bar stopped the
+# growth at 4 connections when 8 gave 1.2x, CPU-bound at 50 MB/s per connection).
+WORTH_IT = 1.1
 
 
 def plan_parts(size: int | None, connections: int, parallel_threshold: int, min_part_bytes: int) -> list[Part]:

@@ -89,6 +89,18 @@ class SocketStream(httpcore.AsyncNetworkStream):
             except OSError as exc:
                 raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
+    async def read_into(self, view: memoryview, timeout: float | None = None) -> int:
+        """Receive into `view` (no copy in Python); 0 when the peer closed the connection."""
+        while True:
+            try:
+                return self._sock.recv_into(view)
+            except (*_WOULD_BLOCK, ssl.SSLWantReadError):
+                await self._wait(readable=True, timeout=timeout, error=httpcore.ReadTimeout)
+            except ssl.SSLWantWriteError:
+                await self._wait(readable=False, timeout=timeout, error=httpcore.ReadTimeout)
+            except OSError as exc:
+                raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         view = memoryview(buffer)
         while view:

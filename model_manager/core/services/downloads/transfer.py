@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from model_manager.core.config import Settings
+from model_manager.core.services.downloads.body import DirectBody
 from model_manager.core.services.downloads.digest import OrderedSha256
 from model_manager.core.services.downloads.partial import Part, PartialFile
 from model_manager.core.services.downloads.scheduling import PROBE_SECONDS, PartScheduler, plan_parts
@@ -46,7 +47,7 @@ class TransferOptions:
     max_retries: int = 8
     retry_base_seconds: float = 1.0
     buffer_bytes: int = 1 * MIB  # bytes gathered from the socket before one write (one connection)
-    parallel_buffer_bytes: int = 256 * 1024  # the same for each of several connections: memory stays flat
+    parallel_buffer_bytes: int = 512 * 1024  # the same for each of several connections: memory stays flat
     checkpoint_seconds: float = 1.0  # how often the parts are saved; a crash re-fetches at most this much
     min_part_bytes: int = 1 * MIB  # parts are never planned or split smaller than this
 
@@ -353,31 +354,49 @@ class FileTransfer:
     # ------------------------------------------------------------ bytes
 
     async def _receive(self, response: httpx.Response, part: Part, writer: ConnectionWriter) -> bool:
-        """Write the body into the part up to the part's end (which a split may move). True if the body ended."""
+        """Write the body into the part up to the part's end (which a split may move). True if the body ended.
+
+        What h11 has buffered comes through httpx; the rest, when the body has a Content-Length, straight
+        from the socket into the writer's buffers (`body.py`), which spares the event loop four copies.
+        """
         loop = asyncio.get_running_loop()
         flush_at = loop.time() + _FLUSH_SECONDS
-        ended = False
+        ended: bool | None = False
 
         def count(size: int) -> None:
             part.completed += size
 
         writer.start(part.offset + part.received, count)
+        chunks = response.aiter_raw().__aiter__()
+        direct: DirectBody | None = None
         try:
-            async for raw in response.aiter_raw():
+            while True:
                 room = None if part.end is None else part.end - part.offset - part.received
-                if room is not None and len(raw) >= room:
-                    raw = raw[:room]
-                    ended = None  # the part is full; the rest of the body belongs to another part
-                part.received += len(raw)
-                await writer.add(raw)
-                if ended is None:
-                    break
+                if direct is None:
+                    direct = DirectBody.of(response)
+                if direct is not None and direct.remaining > 0:
+                    if room == 0:
+                        ended = None  # the part is full; the rest of the body belongs to another part
+                        break
+                    size = await writer.receive(direct.read_into, room)
+                    part.received += size
+                else:
+                    try:
+                        raw = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        ended = True
+                        break
+                    if room is not None and len(raw) >= room:
+                        raw = raw[:room]
+                        ended = None  # the part is full; the rest of the body belongs to another part
+                    part.received += len(raw)
+                    await writer.add(raw)
+                    if ended is None:
+                        break
                 if loop.time() >= flush_at:
                     # A slow link still writes (so counts progress and checkpoints) several times a second.
                     await writer.flush()
                     flush_at = loop.time() + _FLUSH_SECONDS
-            else:
-                ended = True
         finally:
             await writer.drain()  # bytes received before a drop or a cancel are kept
         return bool(ended)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 WRITES_IN_FLIGHT = 3
@@ -63,6 +63,23 @@ class ConnectionWriter:
             view = view[len(taken) :]
             if self._filled == len(self._buffer):
                 await self.flush()
+
+    async def receive(self, read_into: Callable[[memoryview], Awaitable[int]], limit: int | None = None) -> int:
+        """Let `read_into(view)` fill the current buffer in place (at most `limit` bytes), as `add` would.
+
+        No copy: the bytes land in the buffer that is then written. Returns the count `read_into` gave.
+        """
+        if self._buffer is None:
+            self._buffer = await self._free_buffer()
+        room = len(self._buffer) - self._filled
+        if limit is not None:
+            room = min(room, limit)
+        with memoryview(self._buffer) as view:
+            count = await read_into(view[self._filled : self._filled + room])
+        self._filled += count
+        if self._filled == len(self._buffer):
+            await self.flush()
+        return count
 
     async def flush(self) -> None:
         """Queue the buffered bytes for writing now."""
