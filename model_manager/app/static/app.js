@@ -12,6 +12,7 @@
     stream: null, // AbortController of the all-downloads stream
     openRepo: null,
     context: 8192, // the context the fit badges are computed for
+    openShares: new Set(), // model ids whose "other tools" row is open
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -243,6 +244,7 @@
     if (window.location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
     if (name === "library" && state.token) {
       refreshLibrary();
+      refreshFound();
       refreshStorage();
     }
   }
@@ -675,17 +677,35 @@
     }
     const rows = models.map((model) => {
       const meta = model.metadata || {};
-      return h(
+      const open = state.openShares.has(model.model_id);
+      const exports = model.exports || [];
+      const row = h(
         "tr",
-        { dataset: { modelId: model.model_id, repo: model.original_repo_id || "" } },
+        { class: open ? "selected" : null, dataset: { modelId: model.model_id, repo: model.original_repo_id || "" } },
         h("td", {}, h("div", { class: "name" }, model.display_name), h("div", { class: "muted filename" }, model.file_path.split(/[\\/]/).pop())),
-        h("td", {}, model.original_repo_id || h("span", { class: "muted" }, "imported")),
+        h("td", {}, model.original_repo_id || h("span", { class: "muted" }, "imported"),
+          model.external ? h("div", { class: "muted", title: "Registered where it lies: deleting the model keeps its file" }, "registered in place") : null),
         h("td", {}, meta.quantization ? h("code", {}, meta.quantization) : "–"),
         h("td", {}, [meta.architecture, meta.size_label].filter(Boolean).join(" · ") || "–"),
         h("td", { class: "num" }, fmtSize(model.file_size_bytes)),
         h("td", { class: "num" }, fmtDate(model.imported_at)),
-        h("td", { class: "num" }, h("button", { type: "button", class: "small danger", onclick: () => deleteModel(model) }, "Delete")),
+        h(
+          "td",
+          { class: "num" },
+          h(
+            "div",
+            { class: "row-actions" },
+            h(
+              "button",
+              { type: "button", class: "small share-toggle", "aria-expanded": String(open), onclick: () => toggleShare(model.model_id) },
+              "Other tools",
+              exports.length ? h("span", { class: "badge" }, String(exports.length)) : null,
+            ),
+            h("button", { type: "button", class: "small danger", onclick: () => deleteModel(model) }, "Delete"),
+          ),
+        ),
       );
+      return open ? [row, shareRow(model)] : row;
     });
     setChildren(
       list,
@@ -698,6 +718,253 @@
     );
   }
 
+  // ------------------------------------------------------------------ other tools: exports and run commands
+
+  const EXPORT_TARGETS = [["ollama", "Ollama"], ["lmstudio", "LM Studio"], ["hf-cache", "HF cache"]];
+  const TOOL_LABELS = { ollama: "Ollama", lmstudio: "LM Studio", "hf-cache": "HF cache", "llama.cpp": "llama.cpp", folder: "Folder" };
+  const METHOD_LABELS = { hardlink: "hard link", symlink: "symlink", existing: "tool's own copy" };
+
+  function toggleShare(modelId) {
+    if (state.openShares.has(modelId)) state.openShares.delete(modelId);
+    else state.openShares.add(modelId);
+    refreshLibrary();
+  }
+
+  // The row under a model: where other tools see it (exports), and the commands that run it.
+  function shareRow(model) {
+    const exports = model.exports || [];
+    const exported = new Set(exports.map((item) => item.target));
+    const error = h("p", { class: "form-error share-error", role: "alert", hidden: true });
+    const missing = EXPORT_TARGETS.filter(([target]) => !exported.has(target));
+    return h(
+      "tr",
+      { class: "share-row", dataset: { modelId: model.model_id } },
+      h(
+        "td",
+        { colspan: "7" },
+        h(
+          "div",
+          { class: "share" },
+          h(
+            "section",
+            { class: "share-section exports" },
+            h("h3", {}, "Use it in other tools"),
+            h("p", { class: "muted" }, "An export makes the tool see this model in its own folders through links: no byte is copied."),
+            missing.length
+              ? h("div", { class: "export-buttons" }, h("span", { class: "muted" }, "Export to"),
+                  missing.map(([target, label]) =>
+                    h("button", { type: "button", class: "small", dataset: { target }, onclick: (event) => exportModel(model, target, event.currentTarget, error) }, label)))
+              : null,
+            exports.length
+              ? h(
+                  "table",
+                  { class: "table compact exports-table" },
+                  h("tbody", {}, exports.map((item) =>
+                    h(
+                      "tr",
+                      { class: "export", dataset: { target: item.target } },
+                      h("td", {}, h("strong", {}, TOOL_LABELS[item.target] || item.target)),
+                      h("td", {}, h("code", {}, item.name)),
+                      h("td", {}, h("span", { class: `pill method ${item.method}`, title: (item.notes || []).join(" ") || null }, METHOD_LABELS[item.method] || item.method),
+                        (item.notes || []).length ? h("div", { class: "muted" }, item.notes.join(" ")) : null),
+                      h("td", { class: "num" }, h("button", { type: "button", class: "small danger", onclick: (event) => removeExport(model, item, event.currentTarget, error) }, "Remove")),
+                    ))),
+                )
+              : h("p", { class: "empty" }, "Not exported yet."),
+            error,
+          ),
+          h(
+            "section",
+            { class: "share-section run" },
+            h("h3", {}, "Run it"),
+            Object.entries(model.run || {}).map(([tool, command]) =>
+              h(
+                "div",
+                { class: "run-command", dataset: { tool } },
+                h("span", { class: "run-tool" }, TOOL_LABELS[tool] || tool),
+                h("code", { class: "command" }, command),
+                h("button", { type: "button", class: "small copy", "aria-label": `Copy the ${TOOL_LABELS[tool] || tool} command`, onclick: (event) => copyText(command, event.currentTarget) }, "Copy"),
+              )),
+          ),
+        ),
+      ),
+    );
+  }
+
+  // A refusal shown where the person clicked (the banner may be scrolled away); a lost token asks again.
+  function showInlineError(el, err) {
+    if (err.name === "AbortError") return;
+    if (err.status === 401) {
+      handleError(err);
+      return;
+    }
+    setChildren(el, h("strong", {}, "Error: "), err.message, err.code ? h("span", { class: "code" }, ` ${err.code}`) : null);
+    el.hidden = false;
+  }
+
+  async function exportModel(model, target, button, error) {
+    button.disabled = true;
+    error.hidden = true;
+    try {
+      const { data } = await api(`/local/models/${encodeURIComponent(model.model_id)}/exports`, { method: "POST", body: { target } });
+      toast(`${TOOL_LABELS[target]} now sees ${model.display_name} as ${data.name}`);
+      await refreshLibrary();
+    } catch (err) {
+      button.disabled = false;
+      showInlineError(error, err);
+    }
+  }
+
+  async function removeExport(model, item, button, error) {
+    button.disabled = true;
+    error.hidden = true;
+    try {
+      await api(`/local/models/${encodeURIComponent(model.model_id)}/exports/${encodeURIComponent(item.target)}`, { method: "DELETE" });
+      toast(`${TOOL_LABELS[item.target]} no longer sees ${item.name}`);
+      await refreshLibrary();
+    } catch (err) {
+      button.disabled = false;
+      showInlineError(error, err);
+    }
+  }
+
+  // The Clipboard API needs a secure context (https or localhost); elsewhere the older copy command works.
+  async function copyText(text, button) {
+    let copied = false;
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(text);
+        copied = true;
+      } catch (_) {
+        // refused (no permission, or the page is not focused): try the older way
+      }
+    }
+    if (!copied) {
+      const area = h("textarea", { class: "offscreen", readonly: true, "aria-hidden": "true" });
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      try {
+        copied = document.execCommand("copy");
+      } catch (_) {
+        copied = false;
+      }
+      area.remove();
+    }
+    button.textContent = copied ? "Copied ✓" : "Copy failed";
+    if (!copied) toast("The browser refused to copy: select the command and copy it by hand.");
+    setTimeout(() => (button.textContent = "Copy"), 2000);
+  }
+
+  // ------------------------------------------------------------------ found on this machine
+
+  async function refreshFound() {
+    const list = $("#found-list");
+    let found;
+    try {
+      ({ data: found } = await api("/local/discover"));
+    } catch (err) {
+      showNote(list, "Could not look for other tools' models.");
+      handleError(err);
+      return;
+    }
+    renderFound(found);
+  }
+
+  function foundAction(entry, error) {
+    if (entry.in_library) return h("span", { class: "pill good in-library" }, "In library");
+    if (entry.import_blocked) {
+      return [h("span", { class: "pill warn" }, "Cannot import"), h("div", { class: "muted why" }, entry.import_blocked)];
+    }
+    if (entry.zero_copy) {
+      return [
+        h("button", { type: "button", class: "small primary", dataset: { action: "link" }, onclick: (event) => importFound(entry, "link", event.currentTarget, error) }, "Link into library"),
+        h("div", { class: "muted why" }, "No copy: one file, two names"),
+      ];
+    }
+    return [
+      h("button", { type: "button", class: "small", dataset: { action: "register" }, onclick: (event) => importFound(entry, "register", event.currentTarget, error) }, "Register"),
+      h("div", { class: "muted why" }, "On another filesystem than the library, so it cannot be linked without a copy. Register keeps the file where it is."),
+    ];
+  }
+
+  function renderFound(found) {
+    const list = $("#found-list");
+    const models = found.models || [];
+    const skipped = found.skipped || [];
+    const searched = found.searched || [];
+    const rows = models.map((entry) => {
+      const error = h("p", { class: "form-error", role: "alert", hidden: true });
+      return h(
+        "tr",
+        { class: "found", dataset: { path: entry.path, tool: entry.tool, name: entry.name, inLibrary: String(entry.in_library) } },
+        h("td", {}, h("span", { class: `pill tool ${entry.tool.replace(/\W/g, "")}` }, TOOL_LABELS[entry.tool] || entry.tool)),
+        h(
+          "td",
+          {},
+          h("div", { class: "name" }, entry.name),
+          entry.repo_id && !entry.name.includes(entry.repo_id) ? h("div", { class: "muted" }, entry.repo_id) : null,
+          entry.also_named && entry.also_named.length ? h("div", { class: "muted" }, `also ${entry.also_named.join(", ")}`) : null,
+          h("div", { class: "muted filename path" }, entry.path),
+          entry.part_paths && entry.part_paths.length > 1 ? h("div", { class: "muted" }, `${entry.part_paths.length} parts`) : null,
+          entry.projector_path ? h("div", { class: "muted", title: entry.projector_path }, "Vision projector beside it (stays with the tool: not imported yet)") : null,
+          error,
+        ),
+        h("td", {}, entry.quantization ? h("code", {}, entry.quantization) : "–"),
+        h("td", { class: "num" }, fmtSize(entry.size_bytes)),
+        h("td", { class: "found-action" }, foundAction(entry, error)),
+      );
+    });
+    const where = searched.map((place) =>
+      h("li", {}, h("strong", {}, TOOL_LABELS[place.tool] || place.tool), " ", h("span", { class: "filename" }, place.path), place.exists ? null : h("span", { class: "muted" }, " (not there)")));
+    setChildren(
+      list,
+      models.length
+        ? h(
+            "table",
+            { class: "table found-table" },
+            h("thead", {}, h("tr", {}, h("th", {}, "Tool"), h("th", {}, "Model"), h("th", {}, "Quant"), h("th", { class: "num" }, "Size"), h("th", {}, ""))),
+            h("tbody", {}, rows),
+          )
+        : h("p", { class: "empty" }, "No GGUF models found in the other tools' folders."),
+      skipped.length
+        ? h(
+            "details",
+            { class: "skipped" },
+            h("summary", {}, `${skipped.length} skipped: could not be used`),
+            h("ul", {}, skipped.map((skip) =>
+              h("li", { dataset: { path: skip.path } }, h("strong", {}, TOOL_LABELS[skip.tool] || skip.tool), " ", h("span", { class: "filename" }, skip.path),
+                h("div", { class: "muted" }, skip.reason)))),
+          )
+        : null,
+      where.length ? h("details", { class: "searched" }, h("summary", {}, `Looked in ${searched.length} places`), h("ul", {}, where)) : null,
+    );
+  }
+
+  async function importFound(entry, action, button, error) {
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = action === "link" ? "Linking…" : "Registering…";
+    error.hidden = true;
+    let result;
+    try {
+      ({ data: { results: [result] } } = await api("/local/discover/import", { method: "POST", body: { paths: [entry.path], action } }));
+    } catch (err) {
+      result = null;
+      showInlineError(error, err);
+    }
+    if (!result || result.status === "failed") {
+      if (result) showInlineError(error, new ApiError(0, result.error_code, result.message || "The import failed"));
+      button.disabled = false;
+      button.textContent = label;
+      return;
+    }
+    toast(result.status === "imported" ? `Added ${entry.name} to the library` : `Already in the library: ${entry.name}`);
+    refreshLibrary();
+    refreshStorage();
+    await refreshFound();
+  }
+
   async function deleteModel(model) {
     if (!window.confirm(`Delete ${model.display_name}? Its file is removed from disk.`)) return;
     try {
@@ -708,6 +975,7 @@
     }
     refreshLibrary();
     refreshStorage();
+    refreshFound();
   }
 
   function showImported(result) {
@@ -715,6 +983,7 @@
     toast(`${verb} ${result.data.display_name}`);
     refreshLibrary();
     refreshStorage();
+    refreshFound();
   }
 
   async function importFile(event) {
@@ -786,6 +1055,7 @@
     startDownloadStream();
     refreshStorage();
     refreshLibrary();
+    if (!$("#tab-library").hidden) refreshFound(); // looking through other tools' folders only when asked to show them
     refreshHardware();
   }
 
@@ -796,6 +1066,7 @@
     $("#forget-token").addEventListener("click", forgetToken);
     $("#import-form").addEventListener("submit", importFile);
     $("#upload-form").addEventListener("submit", uploadFile);
+    $("#found-rescan").addEventListener("click", refreshFound);
     $(".banner-close").addEventListener("click", () => ($("#banner").hidden = true));
     let filterTimer = null;
     $("#library-filter").addEventListener("input", () => {
