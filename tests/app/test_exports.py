@@ -310,3 +310,12 @@ def test_linking_a_split_model_that_is_already_in_the_library_answers_that_model
     again, created_again = client.portal.call(lambda: storage.import_file(str(parts[0]), "link", part_paths=[str(parts[1])]))
     assert created and not created_again and again.model_id == first.model_id
     assert catalogue_row_count(client.settings) == 1
+
+
+def test_the_llama_cpp_run_command_asks_for_a_context_that_fits_the_target(client, home):
+    model = import_file(client, write_model(home / "tiny-llama-F16.gguf", LLAMA_GQA)).json()  # trained for 32768
+    client.settings.fit_ram_gb, client.settings.fit_vram_gb = 0.2, 0.0  # a small machine, RAM only
+    fit = client.get(f"/local/models/{model['model_id']}/fit").json()
+    assert fit["max_context_full_gpu"] is None and 0 < fit["max_context_in_ram"] < 32768
+    shown = client.get(f"/local/models/{model['model_id']}").json()
+    assert shown["run"]["llama.cpp"] == f"llama-server -m {model['file_path']} -c {fit['max_context_in_ram']}"

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Query, Request, Response
 from model_manager.app.deps import LocalStorageDep
 from model_manager.app.multipart_upload import UPLOAD_REQUEST_BODY, MultipartUpload, content_length
 from model_manager.app.openapi_errors import error_responses
+from model_manager.app.routes.fit import FitDep
 from model_manager.core.models import ExportRequest, ExportTarget, ImportRequest, LocalModel, LocalModelSort, ModelExport
 
 router = APIRouter(prefix="/local", tags=["local models"])
+
+RUN_CONTEXT_CAP = 32768  # a longer context than this is rarely wanted by default, and costs memory and speed
 
 _UPLOAD_BODY = {"requestBody": UPLOAD_REQUEST_BODY}
 _EXISTING = {200: {"model": LocalModel, "description": "A model with the same SHA-256 was already in the library"}}
@@ -27,8 +30,9 @@ async def list_local_models(
 
 
 @router.get("/models/{model_id}", response_model=LocalModel, responses=error_responses(404))
-async def get_local_model(storage: LocalStorageDep, model_id: str) -> LocalModel:
-    return await storage.get_model(model_id)
+async def get_local_model(storage: LocalStorageDep, fit: FitDep, model_id: str) -> LocalModel:
+    """The model; its llama.cpp run command asks for the largest context (up to 32768) that fits the target."""
+    return await storage.get_model(model_id, run_context=await fit.fitting_context(model_id, cap=RUN_CONTEXT_CAP))
 
 
 @router.delete(

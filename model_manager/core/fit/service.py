@@ -114,6 +114,16 @@ class FitService:
         result = _estimate(headers, target, context)
         return LocalModelFit(**_estimate_fields(result), model_id=model_id, target=_target_schema(target))
 
+    async def fitting_context(self, model_id: str, cap: int) -> int | None:
+        """The largest context, at most `cap`, at which the library model runs entirely on the target's GPU,
+        or else in its RAM; None when it does not run there, or its headers cannot be read."""
+        try:
+            result = await self.fit_local(model_id, None)
+        except ModelManagerError:
+            return None
+        fitting = result.max_context_full_gpu or result.max_context_in_ram
+        return min(fitting, cap) if fitting else None
+
     async def fit_hub(
         self,
         repo_id: str,

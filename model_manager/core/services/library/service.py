@@ -17,7 +17,7 @@ from model_manager.core.services.library.cleanup import StatsAndCleanup
 from model_manager.core.services.library.exports import Exports
 from model_manager.core.services.library.importer import FileImports
 from model_manager.core.services.library.reconcile import Reconciliation
-from model_manager.core.services.library.records import matches, sort_models, to_api
+from model_manager.core.services.library.records import find_projector, matches, projector_of, sort_models, to_api
 from model_manager.core.services.library.state import _in_thread_to_completion
 from model_manager.core.services.library.uploads import Uploads
 
@@ -34,19 +34,25 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup, Export
         by_model: dict[str, list] = {}
         for export in exports:
             by_model.setdefault(export.model_id, []).append(export)
-        models = [to_api(record, by_model.get(record.model_id, ())) for record in records]
+        models = [
+            to_api(record, by_model.get(record.model_id, ()), projector=projector_of(record, records)) for record in records
+        ]
         if q:
             models = [model for model in models if matches(model, q.casefold())]
         return sort_models(models, sort)
 
-    async def get_model(self, model_id: str) -> LocalModel:
-        """The model, with `last_accessed` set to now. Raises `ModelNotFoundError`."""
+    async def get_model(self, model_id: str, run_context: int | None = None) -> LocalModel:
+        """The model, with `last_accessed` set to now; `run_context` is the context its llama.cpp run
+        command asks for (default: its trained context, at most 8192). Raises `ModelNotFoundError`."""
         record = await asyncio.to_thread(self.catalogue.get_model, model_id)
         if record is None:
             raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
         record.last_accessed = utc_now()
         await asyncio.to_thread(self.catalogue.touch_model, model_id, record.last_accessed)
-        return to_api(record, await asyncio.to_thread(self.catalogue.list_exports, model_id))
+        exports, projector = await asyncio.to_thread(
+            lambda: (self.catalogue.list_exports(model_id), find_projector(self.catalogue, record))
+        )
+        return to_api(record, exports, run_context, projector)
 
     async def delete_model(self, model_id: str, force: bool = False) -> None:
         """Remove the model's row, then its files.
