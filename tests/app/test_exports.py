@@ -319,3 +319,20 @@ def test_the_llama_cpp_run_command_asks_for_a_context_that_fits_the_target(clien
     assert fit["max_context_full_gpu"] is None and 0 < fit["max_context_in_ram"] < 32768
     shown = client.get(f"/local/models/{model['model_id']}").json()
     assert shown["run"]["llama.cpp"] == f"llama-server -m {model['file_path']} -c {fit['max_context_in_ram']}"
+
+
+def test_link_and_register_check_the_path_before_anything_else(client, home):
+    for action in ("link", "register"):
+        assert_error(client.post("/local/import", json={"file_path": "//////", "action": action}), 403, "PATH_NOT_ALLOWED")
+        body = {"file_path": "/////////", "action": action, "display_name": "0" * 200}
+        assert_error(client.post("/local/import", json=body), 403, "PATH_NOT_ALLOWED")
+    blob = home / "sha256-0123"
+    write_gguf(blob)
+    model = client.post("/local/import", json={"file_path": str(blob), "action": "link", "display_name": "x" * 200})
+    assert model.status_code == 201 and Path(model.json()["file_path"]).name == "x" * 150 + ".gguf"
+
+
+def test_an_ollama_name_with_a_trailing_newline_is_refused(client, home):
+    model = import_file(client, write_gguf(home / "m.gguf")).json()
+    assert_error(client.post(f"/local/models/{model['model_id']}/exports", json={"target": "ollama", "name": "m:q4\n"}),
+                 400, "INVALID_FILE")

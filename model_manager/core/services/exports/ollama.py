@@ -15,16 +15,25 @@ from pathlib import Path
 
 from model_manager.core.errors import InvalidFileError
 from model_manager.core.services import tool_homes
-from model_manager.core.services.exports.links import Placed, link_file, remove_if_ours, remove_empty_folders, write_new_file
+from model_manager.core.services.exports.links import (
+    Placed,
+    identity_of,
+    link_file,
+    remove_empty_folders,
+    remove_if_ours,
+    remove_link_to,
+    write_new_file,
+)
 from model_manager.core.services.exports.source import ExportSource, slug
 
 TARGET = "ollama"
 REGISTRY = "registry.ollama.ai"
 NAMESPACE = "library"
 MODEL_LAYER = "application/vnd.ollama.image.model"
+PROJECTOR_LAYER = "application/vnd.ollama.image.projector"  # a vision model's mmproj, as `ollama create` names it
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-_PART = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+_PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
 _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -37,7 +46,7 @@ def default_name(source: ExportSource) -> str:
 def _split_name(name: str) -> tuple[str, str]:
     model, _, tag = name.casefold().partition(":")
     tag = tag or "latest"
-    if not _PART.match(model) or not _PART.match(tag):
+    if not _PART.fullmatch(model) or not _PART.fullmatch(tag):
         raise InvalidFileError(
             f"{name!r} is not an Ollama model name: use letters, digits, '.', '_' or '-', and ':tag'", {"name": name}
         )
@@ -56,7 +65,7 @@ def config_blob(source: ExportSource) -> bytes:
         "file_type": meta.get("quantization") or "unknown",
         "architecture": _GOARCH.get(platform.machine().lower(), platform.machine().lower()),
         "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{source.sha256[0]}"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}" for digest, _size in _layers(source)]},
     }
     return json.dumps(config, separators=(",", ":")).encode()
 
@@ -75,9 +84,20 @@ def manifest(source: ExportSource, config: bytes) -> bytes:
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": {"mediaType": CONFIG_TYPE, "digest": f"sha256:{hashlib.sha256(config).hexdigest()}", "size": len(config)},
-        "layers": [{"mediaType": MODEL_LAYER, "digest": f"sha256:{source.sha256[0]}", "size": source.sizes[0]}],
+        "layers": [
+            {"mediaType": media_type, "digest": f"sha256:{digest}", "size": size}
+            for (digest, size), media_type in zip(_layers(source), (MODEL_LAYER, PROJECTOR_LAYER))
+        ],
     }
     return json.dumps(document, indent=2).encode()
+
+
+def _layers(source: ExportSource) -> list[tuple[str, int]]:
+    """(SHA-256, size) of the model layer, then of the projector layer when the model has one."""
+    layers = [(source.sha256[0], source.sizes[0])]
+    if source.projector is not None:
+        layers.append((source.projector_sha256, source.projector_size))
+    return layers
 
 
 def place(source: ExportSource, name: str, placed: Placed) -> dict:
@@ -91,15 +111,26 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
     config = config_blob(source)
     content = manifest(source, config)
     link_file(source.files[0], home / "blobs" / f"sha256-{source.sha256[0]}", placed)
+    projector = None
+    if source.projector is not None:
+        blob = home / "blobs" / f"sha256-{source.projector_sha256}"
+        if blob.is_file() and not blob.is_symlink() and not blob.samefile(source.projector):
+            placed.notes.append(f"Ollama already holds the projector's bytes ({blob.name}); used as they are")
+        else:
+            link_file(source.projector, blob, placed)
+            projector = {**identity_of(source.projector), "link": str(blob)}
     write_new_file(home / "blobs" / f"sha256-{hashlib.sha256(config).hexdigest()}", config, placed)
     manifest_path = home / "manifests" / REGISTRY / NAMESPACE / model / tag
     write_new_file(manifest_path, content, placed)
-    return {
+    details = {
         "name": f"{model}:{tag}",
         "manifest": str(manifest_path),
         "manifest_sha256": hashlib.sha256(content).hexdigest(),
         "run": f"ollama run {model}:{tag}",
     }
+    if projector is not None:
+        details["projector"] = projector
+    return details
 
 
 def remove(source: ExportSource, created: list[str], details: dict) -> None:
@@ -121,6 +152,8 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
             continue
         if path.name == f"sha256-{source.sha256[0]}":
             remove_if_ours(path, source.files[0])
+        elif str(path) == (details.get("projector") or {}).get("link"):  # the projector model may be gone
+            remove_link_to(path, details["projector"])
         else:  # our config blob: content-addressed, so its name proves its content
             path.unlink(missing_ok=True)
 

@@ -84,9 +84,6 @@ class FileImports(CommitStep):
         `InsufficientStorageError`.
         """
         if part_paths or action in ("link", "register"):
-            if library_name is None and not is_gguf_filename(file_path):
-                # Another tool's file without a .gguf name (an Ollama blob): named after the display name.
-                library_name = files.safe_name(f"{display_name or Path(file_path).name}.gguf")
             return await self._import_set([file_path, *(part_paths or [])], action, display_name, library_name)
         source = await asyncio.to_thread(self._inspect_source, file_path, action, library_name)
         if source.existing is not None:
@@ -127,7 +124,10 @@ class FileImports(CommitStep):
         whole = await asyncio.to_thread(self._model_made_of, paths)
         if whole is not None:
             return to_api(whole), False
-        sources = [await asyncio.to_thread(self._inspect_source, path, action, name) for path, name in zip(paths, names)]
+        sources = [
+            await asyncio.to_thread(self._inspect_source, path, action, name, display_name)
+            for path, name in zip(paths, names)
+        ]
         if sources[0].existing is not None:
             return to_api(sources[0].existing), False
         if any(source.existing is not None for source in sources):
@@ -175,7 +175,9 @@ class FileImports(CommitStep):
             raise
         return to_api(record), created
 
-    def _inspect_source(self, file_path: str, action: str, library_name: str | None = None) -> Source:
+    def _inspect_source(
+        self, file_path: str, action: str, library_name: str | None = None, display_name: str | None = None
+    ) -> Source:
         if "\x00" in file_path or not os.path.isabs(file_path):
             raise PathNotAllowedError(
                 "file_path must be an absolute path on the server, such as /home/me/models/model.gguf",
@@ -202,7 +204,11 @@ class FileImports(CommitStep):
         existing = self._library_file(file_path, real, info)
         if existing is not None:
             return Source(Path(real), Path(real).name, info, None, existing=existing)
-        name = files.safe_name(library_name or Path(file_path).name)
+        name = library_name or Path(file_path).name
+        if action in ("link", "register") and not is_gguf_filename(name):
+            # Another tool's file without a .gguf name (an Ollama blob): named after the display name.
+            name = f"{(display_name or name)[:150]}.gguf"
+        name = files.safe_name(name)
         if action == "move":
             if os.path.islink(file_path):
                 raise InvalidFileError(
@@ -330,6 +336,15 @@ class FileImports(CommitStep):
         record, _created = await self._register(items, new_model)
         await asyncio.to_thread(files.remove_files, parts)
         return to_api(record)
+
+    async def link_projector(self, model_id: str, projector_sha256: str) -> None:
+        """Record that the model's multimodal projector is the file with this SHA-256 (`metadata["projector_sha256"]`).
+
+        The projector need not be in the library yet: `projector_model_id` shows it once it is. A model gone
+        meanwhile is left alone.
+        """
+        async with self._lock:
+            await asyncio.to_thread(self.catalogue.update_model_metadata, model_id, {"projector_sha256": projector_sha256})
 
     @staticmethod
     def _inspect_parts(parts: list[Path]) -> tuple[list[os.stat_result], list[GGUFHeader]]:
