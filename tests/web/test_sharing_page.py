@@ -52,13 +52,22 @@ def elsewhere(tmp_path: Path) -> Iterator[Path | None]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, homes: Homes, elsewhere: Path | None) -> Settings:
-    scan = [str(homes.scan_dir)] + ([str(elsewhere)] if elsewhere else [])
+def outside(tmp_path: Path) -> Path:
+    """A scanned folder that imports may not read (not in IMPORT_ALLOWED_DIRS), with one model."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    write_gguf(folder / "kept-Q4_0.gguf", name="Kept", file_type=2)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, homes: Homes, elsewhere: Path | None, outside: Path) -> Settings:
+    other_filesystem = [str(elsewhere)] if elsewhere else []
     return make_settings(
         tmp_path,
-        tmp_path,  # imports may read anywhere below tmp_path: the fake home and the scanned folder
-        IMPORT_ALLOWED_DIRS=",".join([str(tmp_path)] + scan[1:]),
-        LIBRARY_SCAN_DIRS=",".join(scan),
+        homes.home,
+        IMPORT_ALLOWED_DIRS=",".join([str(homes.home), str(homes.scan_dir), *other_filesystem]),
+        LIBRARY_SCAN_DIRS=",".join([str(homes.scan_dir), str(outside), *other_filesystem]),
         HF_ENDPOINT="http://127.0.0.1:9",  # nothing here asks the Hub; if something did, it fails at once
     )
 
@@ -77,7 +86,7 @@ def test_found_models_are_listed_and_join_the_library_by_link_or_register(
 ) -> None:
     open_signed_in(page, live_server, "library")
     rows = page.locator("#found-list tr.found")
-    expect(rows).to_have_count(len(homes.expected) + (1 if elsewhere else 0))
+    expect(rows).to_have_count(len(homes.expected) + 1 + (1 if elsewhere else 0))  # + outside (+ elsewhere)
     for (tool, name), facts in homes.expected.items():
         row = found_row(page, tool, name)
         expect(row).to_contain_text(facts["quantization"])
@@ -98,7 +107,7 @@ def test_found_models_are_listed_and_join_the_library_by_link_or_register(
         expect(far).to_contain_text("another filesystem")
         expect(far.get_by_role("button", name="Register")).to_be_visible()
 
-    page.set_viewport_size({"width": 1280, "height": 1400})  # the whole list and its skipped entries in one picture
+    page.set_viewport_size({"width": 1280, "height": 1500})  # the whole list and its skipped entries in one picture
     page.locator("#found").evaluate("card => window.scrollTo(0, card.offsetTop - 70)")
     screenshot("found-on-this-machine")
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -200,3 +209,28 @@ def test_a_model_is_exported_to_other_tools_by_links_and_an_export_removed(
     expect(error).to_contain_text(refusal["error_code"])
     expect(big_share.get_by_role("button", name="Ollama", exact=True)).to_be_enabled()
     assert sorted(homes.ollama.rglob("*")) == ollama_before
+
+
+def test_what_cannot_be_imported_says_why_on_its_row(page: Page, live_server: LiveServer, homes: Homes) -> None:
+    open_signed_in(page, live_server, "library")
+    kept = found_row(page, "folder", "kept-Q4_0.gguf")  # outside IMPORT_ALLOWED_DIRS
+    with live_server.client() as client:
+        listed = {model["name"]: model for model in client.get("/local/discover").json()["models"]}
+    expect(kept.locator(".pill")).to_contain_text(["Folder", "Cannot import"])
+    expect(kept.locator(".why")).to_have_text(listed["kept-Q4_0.gguf"]["import_blocked"])
+    expect(kept.get_by_role("button")).to_have_count(0)
+
+    # A model that went away after the list was shown: the import fails, and its row says so.
+    mistral = found_row(page, "folder", "mistral/mistral-IQ4_XS.gguf")
+    expect(mistral.get_by_role("button", name="Link into library")).to_be_enabled()
+    gone = Path(homes.expected[("folder", "mistral/mistral-IQ4_XS.gguf")]["path"])
+    gone.unlink()
+    with live_server.client() as client:
+        (failure,) = client.post("/local/discover/import", json={"paths": [str(gone)]}).json()["results"]
+    assert failure["status"] == "failed"
+    mistral.get_by_role("button", name="Link into library").click()
+    expect(mistral.locator(".form-error")).to_contain_text(failure["message"])
+    expect(mistral.locator(".form-error")).to_contain_text(failure["error_code"])
+    expect(mistral.get_by_role("button", name="Link into library")).to_be_enabled()
+    with live_server.client() as client:
+        assert client.get("/local/models").json() == []
