@@ -202,9 +202,24 @@ def test_a_model_is_exported_to_other_tools_by_links_and_an_export_removed(
     big_row = page.locator(f'#library-list tr[data-model-id="{big["model_id"]}"]')
     big_row.get_by_role("button", name="Other tools").click()
     big_share = page.locator(f'#library-list tr.share-row[data-model-id="{big["model_id"]}"]')
+    error = big_share.locator(".share-error")
+    # LM Studio already keeps a file of its own where the export would go: 409 FILE_IN_USE, the file untouched.
+    with live_server.client() as client:
+        made = client.post(f"/local/models/{big['model_id']}/exports", json={"target": "lmstudio"}).json()
+        assert client.delete(f"/local/models/{big['model_id']}/exports/lmstudio").status_code == 204
+        theirs = Path(made["created_paths"][0])
+        theirs.parent.mkdir(parents=True, exist_ok=True)  # removing the export took its folder too
+        theirs.write_bytes(b"LM Studio's own file")
+        in_use = client.post(f"/local/models/{big['model_id']}/exports", json={"target": "lmstudio"})
+        assert in_use.status_code == 409, in_use.text
+        in_use = in_use.json()
+    big_share.get_by_role("button", name="LM Studio", exact=True).click()
+    expect(error).to_contain_text(in_use["message"])
+    expect(error).to_contain_text("FILE_IN_USE")
+    assert theirs.read_bytes() == b"LM Studio's own file"
+
     ollama_before = sorted(homes.ollama.rglob("*"))
     big_share.get_by_role("button", name="Ollama", exact=True).click()
-    error = big_share.locator(".share-error")
     expect(error).to_contain_text(refusal["message"])
     expect(error).to_contain_text(refusal["error_code"])
     expect(big_share.get_by_role("button", name="Ollama", exact=True)).to_be_enabled()
