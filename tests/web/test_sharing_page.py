@@ -17,26 +17,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from model_manager.core.config import Settings
+from tests.app.test_discover_routes import homes  # noqa: F401 - fixture: every tool's folder under a fake HOME
 from tests.conftest import LiveServer, make_settings
-from tests.fake_tool_homes import Homes, build_homes, restore_permissions, use_homes
+from tests.fake_tool_homes import Homes
 from tests.gguf_factory import write_gguf
 from tests.web.test_page import open_signed_in
 
 OLLAMA_NAME = "llama3.2:latest"
 QWEN_NAME = "lmstudio-community/Qwen-GGUF/qwen-Q8_0.gguf"
 BIG_NAME = "someone/Big-GGUF/big-Q4_K_M-00001-of-00002.gguf"
-
-
-@pytest.fixture
-def homes(tmp_path: Path, monkeypatch) -> Iterator[Homes]:
-    """Every tool's folder under a fake HOME. The unreadable folder goes: the live server's threads run as
-    root here and would read it anyway (tests/core/test_discovery.py shows that skip)."""
-    built = build_homes(tmp_path)
-    use_homes(monkeypatch, built)
-    restore_permissions(built)
-    shutil.rmtree(built.unreadable)
-    del built.expected_skips[str(built.unreadable)]
-    yield built
 
 
 @pytest.fixture
