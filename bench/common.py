@@ -33,6 +33,11 @@ class BenchService(ServiceProcess):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no {name} in /proc")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the service has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         return self._status_field("VmRSS") / 1e6
 
@@ -50,6 +55,14 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of the finished child processes (curl, aria2c...) so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def curl_fsync(url: str, target: Path) -> float:

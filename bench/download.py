@@ -33,6 +33,7 @@ from common import (  # noqa: E402 - the bench folder is not a package
     ROOT,
     BenchService,
     aria2c_fsync,
+    children_cpu_seconds,
     curl_fsync,
     ensure_aria2c,
     hf_hub_download_seconds,
@@ -167,10 +168,14 @@ def main() -> None:
 
         peaks: dict[str, float] = {}
 
+        cpu: dict[str, list[float]] = {}  # CPU seconds per run, ours and aria2c, by case
+
         def ours(name: str, case: str):
             def run() -> float:
                 service.reset_peak_rss()
+                before = service.cpu_seconds()
                 seconds = service.download(name)
+                cpu.setdefault(f"ours {case}", []).append(service.cpu_seconds() - before)
                 peaks[case] = max(peaks.get(case, 0.0), service.peak_rss_since_reset_mb())
                 return seconds
             return run
@@ -186,12 +191,20 @@ def main() -> None:
                 return seconds
             return run
 
-        def aria(name: str):
+        def aria(name: str, case: str):
             def run() -> float:
+                before = children_cpu_seconds()
                 seconds = aria2c_fsync(hub.resolve_url(name), out / "aria.out")
+                cpu.setdefault(f"aria2c {case}", []).append(children_cpu_seconds() - before)
                 (out / "aria.out").unlink()
                 return seconds
             return run
+
+        def cpu_text(case: str) -> str:
+            text = f"CPU ours {median(cpu[f'ours {case}']):.2f} s"
+            if f"aria2c {case}" in cpu:
+                text += f", aria2c {median(cpu[f'aria2c {case}']):.2f} s"
+            return text
 
         def hf(name: str):
             return lambda: hf_hub_download_seconds(hub.url, REPO, name, workdir)
@@ -202,7 +215,7 @@ def main() -> None:
             hashed.clear()
             runners = {"ours": ours(name, case), "curl": curl_then_hash(name), "hf_hub_download": hf(name)}
             if has_aria2c:
-                runners["aria2c"] = aria(name)
+                runners["aria2c"] = aria(name, case)
             times = interleaved(args.rounds, runners)
             m = {tool: median(values) for tool, values in times.items()}
             sha = median(hashed[name])
@@ -215,7 +228,7 @@ def main() -> None:
                 f"sha256 {sha:.2f} s) | {aria_text}hf_hub_download {m['hf_hub_download']:.2f} s | "
                 f"ours/limit {m['ours'] / limit:.2f} ({verdict(m['ours'] / limit, target)}), "
                 f"ours/curl {m['ours'] / m['curl']:.2f}, ours/hf {m['ours'] / m['hf_hub_download']:.2f} | "
-                f"RSS +{peaks[case] - idle_rss:.0f} MB over idle | ours runs {_list(times['ours'])}",
+                f"RSS +{peaks[case] - idle_rss:.0f} MB over idle | {cpu_text(case)} | ours runs {_list(times['ours'])}",
                 flush=True,
             )
 
@@ -240,7 +253,7 @@ def main() -> None:
             connections: list[int] = []
             runners = {"ours": throttled(ours_counting)}
             if has_aria2c:
-                runners["aria2c"] = throttled(aria(BIG))
+                runners["aria2c"] = throttled(aria(BIG, "throttled"))
             times = interleaved(args.rounds, runners)
             slow = interleaved(args.slow_rounds, {"curl": throttled(curl_then_hash(BIG)), "hf_hub_download": throttled(hf(BIG))})
             m = {tool: median(values) if values else float("nan") for tool, values in {**times, **slow}.items()}
@@ -250,7 +263,7 @@ def main() -> None:
                 f"download {sizes[BIG] / 1e9:.2f} GB at {args.throttle_mb} MB/s per connection: ours {m['ours']:.2f} s "
                 f"(up to {max(connections)} connections) | {aria_text} | curl+fsync {m['curl']:.2f} s, "
                 f"hf_hub_download {m['hf_hub_download']:.2f} s (1 stream, {args.slow_rounds} run(s)) | {ratio_text} | "
-                f"RSS +{peaks['throttled'] - idle_rss:.0f} MB over idle | ours runs {_list(times['ours'])}",
+                f"RSS +{peaks['throttled'] - idle_rss:.0f} MB over idle | {cpu_text('throttled')} | ours runs {_list(times['ours'])}",
                 flush=True,
             )
         print(f"download bench: {load_note()} at the end", flush=True)

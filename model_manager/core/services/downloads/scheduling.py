@@ -37,11 +37,11 @@ def plan_parts(size: int | None, connections: int, parallel_threshold: int, min_
 class PartScheduler:
     """Hands out parts to connections and decides how many connections should run."""
 
-    def __init__(self, parts: list[Part], max_connections: int, min_part_bytes: int) -> None:
+    def __init__(self, parts: list[Part], max_connections: int, min_part_bytes: int, initial: int = 1) -> None:
         self.parts = parts
         self.max_connections = max_connections
         self.min_part_bytes = min_part_bytes
-        self.wanted = 1  # connections that should be running
+        self.wanted = max(1, min(initial, max_connections))  # connections that should be running
         self.running = 0  # connections working (maintained by the caller)
         self._growing = max_connections > 1
         self._since: tuple[float, int] | None = None  # (time, bytes received) when `wanted` last changed

@@ -34,6 +34,7 @@ from model_manager.core.services.downloads.writer import ConnectionWriter
 MIB = 1024 * 1024
 _RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 _MAX_BACKOFF_SECONDS = 60.0
+LARGE_FILE_BYTES = 512 * MIB  # from this size on, a parallel download starts with two connections
 _FLUSH_SECONDS = 0.25  # longest time received bytes wait in memory before being written
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -164,7 +165,12 @@ class FileTransfer:
                 writer.close()
             return
         await self._resolve_target()
-        scheduler = PartScheduler(parts, self._options.connections, self._options.min_part_bytes)
+        # A large file starts on two connections: one probe less when a CDN caps each connection, and
+        # little lost when one would do (the second one's bytes are hashed from the page cache).
+        large = (self._partial.size or 0) >= LARGE_FILE_BYTES
+        scheduler = PartScheduler(
+            parts, self._options.connections, self._options.min_part_bytes, initial=2 if large else 1
+        )
         loop = asyncio.get_running_loop()
         workers: set[asyncio.Task] = set()
         try:
