@@ -238,3 +238,6 @@ def test_what_cannot_be_imported_says_why_on_its_row(page: Page, live_server: Li
     expect(mistral.get_by_role("button", name="Link into library")).to_be_enabled()
     with live_server.client() as client:
         assert client.get("/local/models").json() == []
+    page.click("#found-rescan")  # Look again: the model that went away is no longer listed
+    expect(mistral).to_have_count(0)
+    expect(kept).to_be_visible()
