@@ -298,6 +298,16 @@ class Catalogue:
         with self._transaction() as db:
             db.execute("UPDATE local_models SET last_accessed = ? WHERE model_id = ?", (_iso(when), model_id))
 
+    def update_model_metadata(self, model_id: str, changes: dict[str, Any]) -> bool:
+        """Merge `changes` into the model's metadata in one transaction. False when there is no such model."""
+        with self._transaction() as db:
+            row = db.execute("SELECT metadata FROM local_models WHERE model_id = ?", (model_id,)).fetchone()
+            if row is None:
+                return False
+            metadata = {**json.loads(row["metadata"]), **changes}
+            db.execute("UPDATE local_models SET metadata = ? WHERE model_id = ?", (json.dumps(metadata), model_id))
+        return True
+
     def delete_model(self, model_id: str) -> bool:
         with self._transaction() as db:
             cursor = db.execute("DELETE FROM local_models WHERE model_id = ?", (model_id,))

@@ -178,6 +178,13 @@ class QuantVariant(BaseModel):
     fit: FitEstimate | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
+class ProjectorFile(BaseModel):
+    """(+) A multimodal projector (`mmproj`) file of a repo: what a vision model needs beside its weights."""
+
+    filename: str
+    size_bytes: int | None
+
+
 class GGUFProvider(BaseModel):
     repo_id: str
     provider_name: str
@@ -192,6 +199,8 @@ class GGUFProvider(BaseModel):
     gated: bool = False
     # False when the configured HF_TOKEN cannot download this gated repo (none set, or no access).
     downloadable: bool = True
+    # (+) the repo's projector files, by name; a variant download fetches the matching one (docs/hub.md)
+    projectors: list[ProjectorFile] = Field(default_factory=list)
     # (+) with `gguf-providers?fit=true`: the best-quality variant that fits entirely on the GPU (in RAM without
     # one); left out when None (no fit asked for, or nothing fits)
     recommended_variant: str | None = Field(default=None, exclude_if=lambda value: value is None)
@@ -248,11 +257,26 @@ class DownloadRequest(BaseModel):
     quantization: str | None = Field(default=None, min_length=1, max_length=VARIANT_LABEL_MAX_LENGTH)
     # A branch, tag, commit or `refs/pr/N`, as the Hub names them (ASCII only).
     revision: str = Field(default="main", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$")
+    include_projector: bool = Field(
+        default=True,
+        description="(+) With `quantization`: also fetch the variant's multimodal projector (mmproj), as its own model",
+    )
+    projector: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=REPO_FILENAME_MAX_LENGTH,
+        description="(+) With `quantization`: this projector file of the repo rather than the matching one",
+    )
 
 
 class DownloadAccepted(BaseModel):
     download_id: str
     message: str
+    projector: str | None = Field(default=None, description="(+) The projector file that comes with the variant")
+    projector_download_id: str | None = Field(
+        default=None, description="(+) The projector's own download; null when none, or when the library has it"
+    )
+    projector_model_id: str | None = Field(default=None, description="(+) Set when the library already holds it")
 
 
 class DownloadStatus(BaseModel):
@@ -299,6 +323,9 @@ class LocalModel(BaseModel):
     is_downloaded: bool = False
     external: bool = Field(
         default=False, description="(+) Registered where it lies outside MODELS_DIR: deleting the model keeps its files"
+    )
+    projector_model_id: str | None = Field(
+        default=None, description="(+) The library model holding this vision model's multimodal projector (mmproj)"
     )
     exports: list[ModelExport] = Field(default_factory=list, description="(+) Where other tools see this model")
     run: dict[str, str] = Field(

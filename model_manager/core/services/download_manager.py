@@ -27,8 +27,10 @@ from model_manager.core.errors import (
     DownloadNotFoundError,
     InsufficientStorageError,
     InvalidFileError,
+    ModelManagerError,
     TooManySubscribersError,
 )
+from model_manager.core.gguf_format import is_mmproj
 from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadState, DownloadStatus
 from model_manager.core.services import disk
 from model_manager.core.services.downloads.events import StatusBroadcaster, Subscription
@@ -120,77 +122,140 @@ class DownloadManager:
     async def enqueue(self, request: DownloadRequest) -> DownloadAccepted:
         """Queue a download of one file, or of every file of a quantization variant.
 
+        A variant's projector (mmproj) comes along as its own download (`include_projector`, `projector`),
+        unless the library already holds it; the model is linked to it once both are in the library.
         The same files already pending or downloading give back the existing id. Raises InvalidFileError
-        (a file name that could leave the storage folders, or not GGUF), the Hub's NotFoundError,
-        GatedRepoError, RateLimitedError or HubUnavailableError, and InsufficientStorageError.
+        (a file name that could leave the storage folders, or not GGUF; a `projector` that is not one),
+        the Hub's NotFoundError, GatedRepoError, RateLimitedError or HubUnavailableError, and
+        InsufficientStorageError.
         """
         if (request.filename is None) == (request.quantization is None):
             raise InvalidFileError("give either 'filename' (one file) or 'quantization' (a whole variant), not both")
+        projector = None
         if request.filename is not None:
+            if request.projector is not None:
+                raise InvalidFileError("'projector' goes with 'quantization': a single file comes alone")
             check_repo_filename(request.filename)
             existing = self._find_active(request.repo_id, request.revision, [request.filename])
             if existing is not None:
                 return _accepted_again(existing)
             remote_files = [await self._hub.resolve_file(request.repo_id, request.filename, request.revision)]
         else:
-            remote_files = await self._hub.resolve_variant(request.repo_id, request.quantization, request.revision)
-        for remote in remote_files:
+            if request.projector is not None:
+                _check_projector_name(request.projector, request.include_projector)
+            resolved = await self._hub.resolve_download(
+                request.repo_id,
+                request.quantization,
+                request.revision,
+                include_projector=request.include_projector,
+                projector=request.projector,
+            )
+            remote_files, projector = resolved.files, resolved.projector
+        for remote in [*remote_files, *([projector] if projector else [])]:
             check_repo_filename(remote.filename)
-        filenames = [remote.filename for remote in remote_files]
+        projector_model = None
+        if projector is not None and projector.sha256:
+            projector_model = await self._storage.find_model_with_files([projector.sha256])
+        fetch_projector = projector is not None and projector_model is None
 
         async with self._accepting:
-            existing = self._find_active(request.repo_id, request.revision, filenames)
-            if existing is not None:
-                return _accepted_again(existing)
-            download_id = str(uuid.uuid4())
-            earlier = await self._failed_attempt_with_partials(request.repo_id, request.revision, filenames)
-            sizes = [remote.size for remote in remote_files]
-            total = None if None in sizes else sum(sizes)
-            # Space first: a refusal must leave the earlier attempt's bytes where they are, under its id.
-            await asyncio.to_thread(self._check_free_space, total, earlier)
-            resumed = earlier is not None and await self._take_over_partials(earlier, download_id)
-            record = DownloadRecord(
-                download_id=download_id,
-                repo_id=request.repo_id,
-                revision=request.revision,
-                filename=filenames[0],
-                quantization=request.quantization,
-                status=DownloadState.pending.value,
-                created_at=utc_now(),
-                files=[
-                    {
-                        "filename": remote.filename,
-                        "url": remote.url,
-                        "size": remote.size,
-                        "sha256": remote.sha256,
-                        "etag": remote.etag,
-                        "commit": remote.commit,
-                    }
-                    for remote in remote_files
-                ],
-                total_bytes=total,
+            link = {"filename": projector.filename, "sha256": projector.sha256} if projector and projector.sha256 else None
+            extra = (projector.size or 0) if fetch_projector else 0
+            job, created, resumed = await self._accept(
+                request, remote_files, request.quantization, also_needed=extra, projector=link
             )
-            try:
-                await asyncio.to_thread(self._catalogue.insert_download, record)
-            except BaseException:
-                if resumed:  # give the bytes back to the attempt that saved them
-                    await asyncio.to_thread(self._move_partials, download_id, earlier.download_id)
-                raise
-            if resumed:
-                await self._forget_partial_bytes(earlier)
-            job = DownloadJob(record)
-            self._jobs[download_id] = job
-            self._queue.append(download_id)
-        self._publish(job)
+            projector_job, projector_created, projector_problem = None, False, None
+            if fetch_projector:
+                try:
+                    projector_job, projector_created, _ = await self._accept(request, [projector], None)
+                except ModelManagerError as error:  # the model goes on; asking again retries the projector
+                    projector_problem = error.message
+        if created:
+            self._publish(job)
+        if projector_created:
+            self._publish(projector_job)
         self._start_waiting_jobs()
-        position = len(self._queue)
-        if download_id in self._running:
-            message = "Download started"
+        if not created:
+            accepted = _accepted_again(job)
         else:
-            message = f"Download queued ({position} waiting)"
+            position = len(self._queue)
+            message = "Download started" if job.download_id in self._running else f"Download queued ({position} waiting)"
+            if resumed:
+                message += "; it continues from the bytes an earlier failed attempt saved"
+            accepted = DownloadAccepted(download_id=job.download_id, message=message)
+        if projector is not None:
+            accepted.projector = projector.filename
+            accepted.projector_download_id = projector_job.download_id if projector_job else None
+            accepted.projector_model_id = projector_model.model_id if projector_model else None
+            if projector_model is not None:
+                accepted.message += f"; its projector {projector.filename} is already in the library"
+            elif projector_job is not None:
+                accepted.message += f"; its projector {projector.filename} comes along (download {projector_job.download_id})"
+            else:
+                accepted.message += f"; its projector {projector.filename} could not be queued: {projector_problem}"
+        return accepted
+
+    async def _accept(
+        self,
+        request: DownloadRequest,
+        remote_files: list[Any],
+        quantization: str | None,
+        *,
+        also_needed: int = 0,
+        projector: dict[str, str] | None = None,
+    ) -> tuple[DownloadJob, bool, bool]:
+        """The job for these files: the active one fetching them, or a new queued one (call under `_accepting`).
+
+        Returns `(job, created, resumed)`. `also_needed` bytes (the projector coming along) count in the free
+        space check; `projector` ({filename, sha256}) is what the model is linked to once both are in the library.
+        """
+        filenames = [remote.filename for remote in remote_files]
+        existing = self._find_active(request.repo_id, request.revision, filenames)
+        if existing is not None:
+            return existing, False, False
+        download_id = str(uuid.uuid4())
+        earlier = await self._failed_attempt_with_partials(request.repo_id, request.revision, filenames)
+        sizes = [remote.size for remote in remote_files]
+        total = None if None in sizes else sum(sizes)
+        # Space first: a refusal must leave the earlier attempt's bytes where they are, under its id.
+        await asyncio.to_thread(self._check_free_space, total, earlier, also_needed)
+        resumed = earlier is not None and await self._take_over_partials(earlier, download_id)
+        files = [
+            {
+                "filename": remote.filename,
+                "url": remote.url,
+                "size": remote.size,
+                "sha256": remote.sha256,
+                "etag": remote.etag,
+                "commit": remote.commit,
+            }
+            for remote in remote_files
+        ]
+        if projector is not None:
+            files[0]["projector"] = projector  # read by the runner when the model is in the library
+        record = DownloadRecord(
+            download_id=download_id,
+            repo_id=request.repo_id,
+            revision=request.revision,
+            filename=filenames[0],
+            quantization=quantization,
+            status=DownloadState.pending.value,
+            created_at=utc_now(),
+            files=files,
+            total_bytes=total,
+        )
+        try:
+            await asyncio.to_thread(self._catalogue.insert_download, record)
+        except BaseException:
+            if resumed:  # give the bytes back to the attempt that saved them
+                await asyncio.to_thread(self._move_partials, download_id, earlier.download_id)
+            raise
         if resumed:
-            message += "; it continues from the bytes an earlier failed attempt saved"
-        return DownloadAccepted(download_id=download_id, message=message)
+            await self._forget_partial_bytes(earlier)
+        job = DownloadJob(record)
+        self._jobs[download_id] = job
+        self._queue.append(download_id)
+        return job, True, resumed
 
     async def cancel(self, download_id: str) -> None:
         """Stop a download and delete its partial files. Raises DownloadNotFoundError, DownloadFinishedError.
@@ -374,13 +439,15 @@ class DownloadManager:
             earlier.bytes_downloaded = 0
             await asyncio.get_running_loop().run_in_executor(self._writer, self._catalogue.save_download, earlier)
 
-    def _check_free_space(self, total: int | None, earlier: DownloadRecord | None) -> None:
+    def _check_free_space(self, total: int | None, earlier: DownloadRecord | None, also_needed: int = 0) -> None:
         """Raise InsufficientStorageError unless the disk holds this download and the others still running.
 
-        The bytes that `earlier` (a failed attempt the new job will continue) saved count as already there.
+        The bytes that `earlier` (a failed attempt the new job will continue) saved count as already there;
+        `also_needed` bytes (a projector queued next) count too.
         """
         if total is None:
             return
+        total += also_needed
         already = 0
         if earlier is not None:
             folder = download_folder(self.settings.downloads_dir, earlier.download_id)
@@ -401,6 +468,18 @@ def _require_free_space(folder: Path, needed: int, what: str) -> None:
             f"not enough free disk space: {what} needs {_gb(needed)} but {folder} has {_gb(free)} free; "
             "free some space and try again",
             details={"required_bytes": needed, "free_bytes": free},
+        )
+
+
+def _check_projector_name(projector: str, include_projector: bool) -> None:
+    """Raise InvalidFileError unless `projector` may name a projector file to fetch."""
+    if not include_projector:
+        raise InvalidFileError("'projector' picks the projector to fetch; it cannot go with include_projector=false")
+    check_repo_filename(projector)
+    if not is_mmproj(projector):
+        raise InvalidFileError(
+            f"{projector!r} is not a multimodal projector file (its name has no 'mmproj'); the providers list a "
+            "repo's projectors", details={"projector": projector},
         )
 
 

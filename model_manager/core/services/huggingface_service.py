@@ -19,6 +19,7 @@ from model_manager.core.errors import GatedRepoError, NotFoundError
 from model_manager.core.models import GGUFProvider, HubFile, HubSort, ModelInfoDetailed, ModelInfoShort, SearchFilters
 from model_manager.core.services.hub import cards, search
 from model_manager.core.services.hub.client import HubClient, query_params
+from model_manager.core.services.hub.projectors import matching_projector
 from model_manager.core.services.hub.ranking import ProviderCandidate, rank_providers
 from model_manager.core.services.hub.variants import RepoFiles, ambiguous, group_variants
 
@@ -40,6 +41,14 @@ class RemoteFile:
     sha256: str | None  # the LFS sha256, or the ETag when that is a sha256; None for small git files
     etag: str | None
     commit: str | None  # the commit `revision` resolved to: every part of a download comes from the same one
+
+
+@dataclass(frozen=True)
+class ResolvedVariant:
+    """A variant resolved for download: its files (split parts in order) and the projector that goes with it."""
+
+    files: list[RemoteFile]
+    projector: RemoteFile | None = None
 
 
 class HuggingFaceService:
@@ -74,15 +83,40 @@ class HuggingFaceService:
         when it matches several: an old label such as `Q4_K_M` in a repo where labels were disambiguated,
         or a label given in another case that matches several labels.
         """
+        return (await self.resolve_download(repo_id, quantization, revision, include_projector=False)).files
+
+    async def resolve_download(
+        self,
+        repo_id: str,
+        quantization: str,
+        revision: str = "main",
+        *,
+        include_projector: bool = True,
+        projector: str | None = None,
+    ) -> ResolvedVariant:
+        """The variant's files, as `resolve_variant`, and with `include_projector` its projector: `projector`
+        (a repo path) when given, else the matching one (`hub/projectors.py`), None when the repo has none.
+
+        Raises what `resolve_variant` raises, and NotFoundError when `projector` is not a projector of the repo.
+        """
         info = await self.client.model_info(repo_id, revision=revision, files_metadata=True, cached=False)
-        found = _repo_files(info).matching(quantization)
+        repo_files = _repo_files(info)
+        found = repo_files.matching(quantization)
         if len(found) > 1:
             raise ambiguous(quantization, found, where=repo_id)
         if not found:
             raise NotFoundError(f"{repo_id} has no GGUF variant {quantization!r} at revision {revision!r}")
         (variant,) = found
+        if projector is not None and projector not in repo_files.mmproj_files:
+            raise NotFoundError(
+                f"{repo_id} has no projector (mmproj) file {projector!r} at revision {revision!r}",
+                details={"projector": projector, "projectors": repo_files.mmproj_files},
+            )
+        chosen = (projector or matching_projector(repo_files.mmproj_files, variant.files)) if include_projector else None
         siblings = {s.rfilename: s for s in info.siblings or ()}
-        return list(await asyncio.gather(*(self._remote_file(info, revision, siblings[f]) for f in variant.files)))
+        wanted = [*variant.files, *([chosen] if chosen else [])]
+        remote = list(await asyncio.gather(*(self._remote_file(info, revision, siblings[f]) for f in wanted)))
+        return ResolvedVariant(files=remote[: len(variant.files)], projector=remote[-1] if chosen else None)
 
     async def _remote_file(self, info: ModelInfo, revision: str, sibling: RepoSibling) -> RemoteFile:
         # The HEAD pins the commit and, since a gated repo's model_info is public, tells whether we may read it.
@@ -230,6 +264,7 @@ class HuggingFaceService:
             downloadable=downloadable,
             why_not_downloadable=blocked,
             left_out_files=repo_files.left_out,
+            projectors=repo_files.projectors,
         )
 
 

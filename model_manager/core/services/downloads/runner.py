@@ -110,6 +110,7 @@ class JobRunner:
             repo_id=job.record.repo_id,
         )
         await self._remove_partials(job)
+        await self._link_projector(job, model.model_id)
         job.record.model_id = model.model_id
         job.record.local_file_path = model.file_path
         job.record.sha256 = model.file_hash
@@ -127,6 +128,7 @@ class JobRunner:
         if existing is None or not all(Path(path).is_file() for path in existing.all_paths):
             return False
         await self._remove_partials(job)
+        await self._link_projector(job, existing.model_id)
         job.record.started_at = job.record.started_at or utc_now()
         job.record.model_id = existing.model_id
         job.record.local_file_path = existing.file_path
@@ -134,6 +136,16 @@ class JobRunner:
         job.record.bytes_downloaded = job.record.total_bytes or existing.file_size_bytes
         await self._transition(job, DownloadState.completed)
         return True
+
+    async def _link_projector(self, job: DownloadJob, model_id: str) -> None:
+        """Link the model to the projector that came along with it (by SHA-256: it may arrive before or after)."""
+        projector = job.record.files[0].get("projector") if job.record.files else None
+        if not projector:
+            return
+        try:
+            await self._storage.link_projector(model_id, projector["sha256"])
+        except Exception:  # the model is in the library either way; a repeated request links it again
+            logger.warning("download %s: could not link its projector", job.download_id, exc_info=True)
 
     async def _fetch_files(self, job: DownloadJob) -> tuple[list[Path], list[str]]:
         folder = download_folder(self._settings.downloads_dir, job.download_id)

@@ -1,5 +1,6 @@
 """The Hugging Face cache: `models--<org>--<name>/blobs/<sha256>` (a link to our file),
-`snapshots/<commit>/<file>` (a relative symlink to the blob) and `refs/main` (the commit).
+`snapshots/<commit>/<file>` (a relative symlink to the blob) and `refs/main` (the commit). A vision model's
+projector (`mmproj-*.gguf`) gets a blob and a snapshot file the same way.
 
 `huggingface_hub` with `local_files_only=True` and llama.cpp's `-hf` then find the model offline. Blobs
 of LFS files are named by their SHA-256, so bytes the cache already holds are used as they are. A
@@ -14,7 +15,15 @@ from pathlib import Path
 
 from model_manager.core.errors import FileInUseError, InvalidFileError
 from model_manager.core.services import tool_homes
-from model_manager.core.services.exports.links import Placed, link_file, remove_empty_folders, remove_if_ours, write_new_file
+from model_manager.core.services.exports.links import (
+    Placed,
+    identity_of,
+    link_file,
+    remove_empty_folders,
+    remove_if_ours,
+    remove_link_to,
+    write_new_file,
+)
 from model_manager.core.services.exports.source import ExportSource, slug
 
 TARGET = "hf-cache"
@@ -42,12 +51,20 @@ def repo_folder(name: str) -> Path:
 def place(source: ExportSource, name: str, placed: Placed) -> dict:
     folder = repo_folder(name)
     commit = snapshot_commit(source)
-    for model_file, digest in zip(source.files, source.sha256):
+    files = list(zip(source.files, source.sha256))
+    if source.projector is not None:
+        files.append((source.projector, source.projector_sha256))
+    projector = None
+    for model_file, digest in files:
         blob = folder / "blobs" / digest
         if blob.exists() and not blob.is_symlink() and blob.stat().st_size == model_file.stat().st_size:
+            if model_file == source.projector and blob.samefile(model_file):
+                projector = {**identity_of(model_file), "link": str(blob)}  # ours, from an earlier export
             placed.note_method("existing")  # the cache's own copy of these bytes (a blob's name is its SHA-256)
         else:
             link_file(model_file, blob, placed)
+            if model_file == source.projector:
+                projector = {**identity_of(model_file), "link": str(blob)}
         snapshot = folder / "snapshots" / commit / model_file.name
         _symlink_to_blob(snapshot, blob, placed)
     ref = folder / "refs" / "main"
@@ -58,13 +75,16 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
         revision = commit
         placed.notes.append(f"refs/main of {name} names another commit and was kept; use revision {commit}")
     first = source.files[0].name
-    return {
+    details = {
         "repo_id": name,
         "revision": revision,
         "commit": commit,
         "folder": str(folder),
         "run": f"llama-server -hf {name} (or hf_hub_download('{name}', '{first}', local_files_only=True))",
     }
+    if projector is not None:
+        details["projector"] = projector
+    return details
 
 
 def _symlink_to_blob(snapshot: Path, blob: Path, placed: Placed) -> None:
@@ -88,7 +108,10 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
             path.unlink()
     used = {os.path.realpath(p) for p in (folder / "snapshots").rglob("*") if p.is_symlink()}
     for path in map(Path, created):
-        if path.parent.name == "blobs" and os.path.realpath(path) not in used:
+        if path.parent.name == "blobs" and str(path) == (details.get("projector") or {}).get("link"):
+            if os.path.realpath(path) not in used:  # checked against what we linked: the projector model may be gone
+                remove_link_to(path, details["projector"])
+        elif path.parent.name == "blobs" and os.path.realpath(path) not in used:
             owner = next((f for f, d in zip(source.files, source.sha256) if d == path.name), source.files[0])
             remove_if_ours(path, owner)
         elif path.parent.name == "refs":

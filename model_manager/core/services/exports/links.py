@@ -136,6 +136,29 @@ def remove_if_ours(path: Path, model_file: Path | None = None, content: bytes | 
         return False
 
 
+def identity_of(model_file: Path) -> dict:
+    """What a link to `model_file` is checked against when it is removed, even once the file is gone."""
+    info = os.stat(model_file)
+    return {"path": os.path.realpath(model_file), "device": info.st_dev, "inode": info.st_ino}
+
+
+def remove_link_to(path: Path, identity: dict) -> bool:
+    """Remove `path` if it still is our link to the file `identity` (from `identity_of`) describes: a hard link
+    to that inode, or a symlink to that path. Works after the file itself was deleted (a projector model
+    deleted first). Returns whether it was removed."""
+    try:
+        if path.is_symlink():
+            ours = os.readlink(path) == identity.get("path")
+        else:
+            info = os.lstat(path)
+            ours = (info.st_dev, info.st_ino) == (identity.get("device"), identity.get("inode"))
+        if ours:
+            os.unlink(path)
+        return ours
+    except FileNotFoundError:
+        return False
+
+
 def remove_empty_folders(start: Path, stop: Path) -> None:
     """Remove `start` and its parents up to (not including) `stop` while they are empty."""
     folder = start

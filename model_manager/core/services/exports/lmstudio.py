@@ -1,4 +1,5 @@
-"""LM Studio: `<home>/models/<publisher>/<repo>/<file>.gguf`, a link to our file (every part of a split model)."""
+"""LM Studio: `<home>/models/<publisher>/<repo>/<file>.gguf`, a link to our file (every part of a split model),
+and the projector (`mmproj-*.gguf`) linked beside it for a vision model, which is where LM Studio looks for it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from pathlib import Path
 
 from model_manager.core.errors import InvalidFileError
 from model_manager.core.services import tool_homes
-from model_manager.core.services.exports.links import Placed, link_file, remove_empty_folders, remove_if_ours
+from model_manager.core.services.exports.links import (
+    Placed,
+    identity_of,
+    link_file,
+    remove_empty_folders,
+    remove_if_ours,
+    remove_link_to,
+)
 from model_manager.core.services.exports.source import ExportSource, slug
 
 TARGET = "lmstudio"
@@ -26,12 +34,22 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
     folder = tool_homes.lmstudio_home() / "models" / publisher / repo
     for model_file in source.files:
         link_file(model_file, folder / model_file.name, placed)
-    return {"folder": str(folder), "load": f"lms load {name}"}
+    details = {"folder": str(folder), "load": f"lms load {name}"}
+    if source.projector is not None:
+        link = folder / source.projector.name
+        link_file(source.projector, link, placed)
+        details["projector"] = {**identity_of(source.projector), "link": str(link)}
+    return details
 
 
 def remove(source: ExportSource, created: list[str], details: dict) -> None:
     models = tool_homes.lmstudio_home() / "models"
+    projector = details.get("projector") or {}
     for path in map(Path, created):
+        if str(path) == projector.get("link"):  # checked against what we linked: the projector model may be gone
+            remove_link_to(path, projector)
+            remove_empty_folders(path.parent, models)
+            continue
         owner = next((f for f in source.files if f.name == path.name), source.files[0])
         remove_if_ours(path, owner)
         remove_empty_folders(path.parent, models)

@@ -13,7 +13,8 @@ from model_manager.core.services.library.ownership import part_hashes
 
 @dataclass(frozen=True)
 class ExportSource:
-    """A library model as exports see it: its files in order, with their SHA-256 and sizes."""
+    """A library model as exports see it: its files in order, with their SHA-256 and sizes, and the
+    multimodal projector that goes with it (a vision model), when the library holds one."""
 
     model_id: str
     display_name: str
@@ -22,9 +23,13 @@ class ExportSource:
     sha256: list[str]
     sizes: list[int]
     metadata: dict[str, Any]
+    projector: Path | None = None
+    projector_sha256: str | None = None
+    projector_size: int | None = None
 
     @classmethod
-    def of(cls, record: ModelRecord) -> ExportSource:
+    def of(cls, record: ModelRecord, projector: ModelRecord | None = None) -> ExportSource:
+        """The export view of `record`; `projector` is its projector model (left out when its file is missing)."""
         paths = [Path(path) for path in record.all_paths]
         parts = record.metadata.get("parts") or []
         sizes = [part["size_bytes"] for part in parts] if len(parts) == len(paths) else [record.file_size_bytes]
@@ -37,6 +42,9 @@ class ExportSource:
             sha256=hashes[1:] if len(paths) > 1 else hashes[:1],
             sizes=sizes,
             metadata=record.metadata,
+            projector=Path(projector.file_path) if projector is not None and Path(projector.file_path).is_file() else None,
+            projector_sha256=projector.file_hash if projector is not None else None,
+            projector_size=projector.file_size_bytes if projector is not None else None,
         )
 
     @property

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from model_manager.core.models import GGUFProvider, QuantVariant
+from model_manager.core.models import GGUFProvider, ProjectorFile, QuantVariant
 
 WEIGHTS = {"relation": 30.0, "downloads": 30.0, "likes": 15.0, "recency": 15.0, "breadth": 10.0}
 PARTIAL_RELATION = 0.6
@@ -71,6 +71,7 @@ class ProviderCandidate:
     downloadable: bool  # not gated, or gated and our HF_TOKEN may read its files
     why_not_downloadable: str | None = None  # said first in the reasons of a provider that is not downloadable
     left_out_files: list[str] = field(default_factory=list)  # .gguf files no download could take
+    projectors: list[ProjectorFile] = field(default_factory=list)  # the mmproj files, with their sizes
 
     @property
     def known_quantizer(self) -> bool:
@@ -167,6 +168,7 @@ def rank_providers(candidates: list[ProviderCandidate], base_model: str, now: da
                 reasons=reasons,
                 gated=candidate.gated,
                 downloadable=candidate.downloadable,
+                projectors=candidate.projectors,
             )
         )
     return providers

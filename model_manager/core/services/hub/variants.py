@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from model_manager.core.errors import AmbiguousVariantError
 from model_manager.core.gguf_format import is_gguf_filename, is_mmproj, parse_split_name, quantization_from_filename
-from model_manager.core.models import VARIANT_LABEL_MAX_LENGTH, QuantVariant
+from model_manager.core.models import VARIANT_LABEL_MAX_LENGTH, ProjectorFile, QuantVariant
 from model_manager.core.services.downloads.filenames import filename_problem
 
 _SEPARATORS = " -._"
@@ -40,6 +40,7 @@ class RepoFiles:
     # label -> the quantization it starts from ("Q4_K_M (llama-13b)" -> "Q4_K_M"), for requests made before labels
     # were disambiguated.
     quantization_of: dict[str, str] = field(default_factory=dict)
+    projectors: list[ProjectorFile] = field(default_factory=list)  # `mmproj_files` with their sizes
 
     def matching(self, quantization: str) -> list[QuantVariant]:
         """The variants `quantization` may mean: the one with exactly that label; else those whose label
@@ -106,7 +107,7 @@ class _FileSet:
 def group_variants(files: Iterable[tuple[str, int | None]]) -> RepoFiles:
     """Group `(filename, size)` pairs into variants. Files that are not GGUF are ignored."""
     sets: dict[tuple[str, str, int], _FileSet] = {}
-    projectors: list[str] = []
+    projectors: dict[str, int | None] = {}
     left_out: list[str] = []
     for filename, size in files:
         if not is_gguf_filename(filename):
@@ -115,7 +116,7 @@ def group_variants(files: Iterable[tuple[str, int | None]]) -> RepoFiles:
             left_out.append(filename)
             continue
         if is_mmproj(filename):
-            projectors.append(filename)
+            projectors[filename] = size
             continue
         folder, _, name = filename.rpartition("/")
         split = parse_split_name(name)
@@ -140,7 +141,11 @@ def group_variants(files: Iterable[tuple[str, int | None]]) -> RepoFiles:
         label: file_set.quantization or file_set.stem for file_set, label in zip(complete, labels)
     }
     return RepoFiles(
-        variants=variants, mmproj_files=sorted(projectors), left_out=sorted(left_out), quantization_of=quantization_of
+        variants=variants,
+        mmproj_files=sorted(projectors),
+        left_out=sorted(left_out),
+        quantization_of=quantization_of,
+        projectors=[ProjectorFile(filename=name, size_bytes=projectors[name]) for name in sorted(projectors)],
     )
 
 

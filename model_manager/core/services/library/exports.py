@@ -16,7 +16,7 @@ from model_manager.core.models import ModelExport
 from model_manager.core.services.exports import EXPORTERS
 from model_manager.core.services.exports.links import Placed
 from model_manager.core.services.exports.source import ExportSource
-from model_manager.core.services.library.records import to_api_export
+from model_manager.core.services.library.records import find_projector, to_api_export
 from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
 
 
@@ -36,7 +36,7 @@ class Exports(LibraryState):
     def _export(self, model_id: str, target: str, name: str | None) -> ModelExport:
         record = self._require_model(model_id)
         exporter = EXPORTERS[target]
-        source = ExportSource.of(record)
+        source = ExportSource.of(record, find_projector(self.catalogue, record))
         name = name or exporter.default_name(source)
         current = next((e for e in self.catalogue.list_exports(model_id) if e.target == target), None)
         if current is not None:
@@ -80,7 +80,8 @@ class Exports(LibraryState):
         self._remove_export(record, export)
 
     def _remove_export(self, record: ModelRecord, export: ExportRecord) -> None:
-        EXPORTERS[export.target].remove(ExportSource.of(record), export.created_paths, export.details)
+        source = ExportSource.of(record, find_projector(self.catalogue, record))
+        EXPORTERS[export.target].remove(source, export.created_paths, export.details)
         self.catalogue.delete_export(record.model_id, export.target)
 
     def _remove_all_exports(self, record: ModelRecord) -> None:
