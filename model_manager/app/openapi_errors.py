@@ -16,7 +16,8 @@ ERROR_MEANINGS: dict[int, str] = {
     401: "INVALID_TOKEN: send `Authorization: Bearer <token>`",
     403: "PATH_NOT_ALLOWED (a path outside the allowed folders) or GATED_REPO (the Hub token has no access)",
     404: "NOT_FOUND, MODEL_NOT_FOUND, DOWNLOAD_NOT_FOUND or FILE_NOT_FOUND",
-    409: "FILE_IN_USE, DOWNLOAD_FINISHED or AMBIGUOUS_VARIANT: the request conflicts with the current state",
+    409: "FILE_IN_USE, DOWNLOAD_FINISHED, AMBIGUOUS_VARIANT, CROSS_FILESYSTEM or MODEL_NOT_SIZABLE: the request "
+    "conflicts with the current state of what it names",
     413: "PAYLOAD_TOO_LARGE: the JSON body is larger than 1 MiB (details.max_bytes)",
     422: "VALIDATION_ERROR: a parameter or body field is missing or malformed (details.errors)",
     429: "RATE_LIMITED: the Hub asks to slow down; retry after `Retry-After` seconds",

@@ -336,3 +336,11 @@ def test_an_ollama_name_with_a_trailing_newline_is_refused(client, home):
     model = import_file(client, write_gguf(home / "m.gguf")).json()
     assert_error(client.post(f"/local/models/{model['model_id']}/exports", json={"target": "ollama", "name": "m:q4\n"}),
                  400, "INVALID_FILE")
+
+
+def test_the_fit_of_a_library_model_whose_header_cannot_be_sized_is_a_409(client, home):
+    model = import_file(client, write_gguf(home / "no-shape.gguf")).json()  # no llama.embedding_length
+    body = assert_error(client.get(f"/local/models/{model['model_id']}/fit"), 409, "MODEL_NOT_SIZABLE")
+    assert "embedding_length" in body["message"]
+    shown = client.get(f"/local/models/{model['model_id']}").json()  # its run command keeps the default context
+    assert shown["run"]["llama.cpp"].endswith("-c 4096")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from model_manager.core.models import REPO_FILENAME_MAX_LENGTH, REPO_FILENAME_PA
 from model_manager.core.services.downloads.filenames import filename_problem
 from tests.conftest import TEST_TOKEN, LiveServer
 from tests.fake_hub.server import FakeHub, FakeRepo
+from tests.llama.models import LLAMA_GQA, write_model
 from tests.gguf_factory import write_gguf
 from tests.hub_fixtures import add_provider_repos, add_search_repos, hub_settings
 
@@ -83,7 +85,8 @@ def contract_service(tmp_path: Path, hub_env: FakeHub) -> Iterator[ContractServi
     server = LiveServer(settings).start()
     try:
         with server.client() as client:
-            seed_file = write_gguf(settings.import_allowed_dirs[0] / "seed.gguf", name="Seed")
+            # A model of a real architecture, so that its fit (and everything else) can be answered for real.
+            seed_file = write_model(settings.import_allowed_dirs[0] / "seed.gguf", replace(LLAMA_GQA, n_vocab=512))
             model = client.post("/local/import", json={"file_path": str(seed_file)})
             download = client.post("/local/download", json={"repo_id": TINY_REPO, "quantization": "Q8_0"})
         assert model.status_code == 201 and download.status_code == 202, (model.text, download.text)

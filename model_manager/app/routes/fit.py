@@ -53,7 +53,7 @@ _VARIANT_PARAMETER = {
 @router.get(
     "/hub/fit",
     response_model=VariantFit,
-    responses=error_responses(400, 403, 404, 422, 429, 502),
+    responses=error_responses(400, 403, 404, 409, 422, 429, 502),
     openapi_extra={"parameters": [_VARIANT_PARAMETER]},
 )
 async def hub_variant_fit(
@@ -75,7 +75,9 @@ async def hub_variant_fit(
     )
 
 
-@router.get("/local/models/{model_id}/fit", response_model=LocalModelFit, responses=error_responses(400, 404, 422))
+@router.get(
+    "/local/models/{model_id}/fit", response_model=LocalModelFit, responses=error_responses(400, 404, 409, 422)
+)
 async def local_model_fit(
     fit: FitDep, model_id: str, context: ContextQuery = None, ram_gb: RamQuery = None, vram_gb: VramQuery = None
 ) -> LocalModelFit:

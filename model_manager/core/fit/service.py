@@ -51,6 +51,12 @@ class FitInputError(ModelManagerError):
     error_code = "VALIDATION_ERROR"
 
 
+class ModelNotSizableError(ModelManagerError):
+    """The model exists and was read, but its header lacks what its memory depends on (a valid request)."""
+
+    error_code = "MODEL_NOT_SIZABLE"
+
+
 class FitService:
     """One per app. Methods raise the Hub's errors (NotFoundError, GatedRepoError...), ModelNotFoundError,
     InvalidFileError for unreadable headers and FitInputError for a bad context."""
@@ -270,7 +276,9 @@ def _estimate(
     try:
         return estimate(headers, target, context, projector=projector)
     except ShapeError as error:
-        raise InvalidFileError(f"cannot size this model: {error}") from error
+        raise ModelNotSizableError(
+            f"cannot size this model: {error}; llama.cpp needs these keys too, so it would not load it either"
+        ) from error
     except GGUFFormatError:
         raise
 
