@@ -173,9 +173,9 @@ def _downloaded_pair(server: LiveServer) -> tuple[dict, dict]:
     return models["Tiny-VL-Q4_K_M.gguf"], models[F16_PROJECTOR]
 
 
-def _export(server: LiveServer, model_id: str, target: str) -> dict:
+def _export(server: LiveServer, model_id: str, target: str, **body) -> dict:
     with server.client() as client:
-        response = client.post(f"/local/models/{model_id}/exports", json={"target": target})
+        response = client.post(f"/local/models/{model_id}/exports", json={"target": target, **body})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -228,3 +228,22 @@ def test_an_hf_cache_export_carries_the_projector(server, home):
     with server.client() as client:
         assert client.delete(f"/local/models/{model['model_id']}").status_code == 204
     assert not any(p.is_file() or p.is_symlink() for p in cache.rglob("*"))
+
+
+def test_a_projector_link_shared_by_two_exported_variants_goes_with_the_last_of_them(server, home):
+    first, projector = _downloaded_pair(server)
+    accepted = download(server, quantization="Q8_0")
+    second = get(server, f"/local/models/{finished(server, accepted['download_id'])['model_id']}")
+    assert second["projector_model_id"] == projector["model_id"]
+    folder = home / ".lmstudio" / "models" / "vision" / "Tiny-VL-GGUF"
+    blob = home / ".ollama" / "models" / "blobs" / f"sha256-{projector['file_hash']}"
+    for model in (first, second):
+        _export(server, model["model_id"], "lmstudio")  # both in the same folder, beside one projector
+        _export(server, model["model_id"], "ollama", name=f"tiny-vl:{model['metadata']['quantization'].lower()}")
+    with server.client() as client:
+        assert client.delete(f"/local/models/{first['model_id']}").status_code == 204
+        assert (folder / F16_PROJECTOR).is_file() and blob.is_file()  # the second still needs them
+        assert client.delete(f"/local/models/{second['model_id']}/exports/lmstudio").status_code == 204
+        assert client.delete(f"/local/models/{second['model_id']}/exports/ollama").status_code == 204
+    assert not folder.exists() and not blob.exists()
+    assert sha256_of(projector["file_path"]) == projector["file_hash"]  # the library's projector is untouched

@@ -21,7 +21,7 @@ from model_manager.core.services.exports.links import (
     link_file,
     remove_empty_folders,
     remove_if_ours,
-    remove_link_to,
+    remove_projector_link,
     write_new_file,
 )
 from model_manager.core.services.exports.source import ExportSource, slug
@@ -107,11 +107,13 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
         if path.parent.parent.name == "snapshots" and path.is_symlink():
             path.unlink()
     used = {os.path.realpath(p) for p in (folder / "snapshots").rglob("*") if p.is_symlink()}
+    projector_link = (details.get("projector") or {}).get("link")
+    if projector_link:  # checked against what we linked: the projector model may be gone
+        remove_projector_link(details, still_used=os.path.realpath(projector_link) in used)
     for path in map(Path, created):
-        if path.parent.name == "blobs" and str(path) == (details.get("projector") or {}).get("link"):
-            if os.path.realpath(path) not in used:  # checked against what we linked: the projector model may be gone
-                remove_link_to(path, details["projector"])
-        elif path.parent.name == "blobs" and os.path.realpath(path) not in used:
+        if str(path) == projector_link:
+            continue
+        if path.parent.name == "blobs" and os.path.realpath(path) not in used:
             owner = next((f for f, d in zip(source.files, source.sha256) if d == path.name), source.files[0])
             remove_if_ours(path, owner)
         elif path.parent.name == "refs":

@@ -159,6 +159,16 @@ def remove_link_to(path: Path, identity: dict) -> bool:
         return False
 
 
+def remove_projector_link(details: dict, still_used: bool = False) -> None:
+    """Remove the projector link an export recorded (`details["projector"]`), unless `still_used` by the tool or
+    named by another of our exports (`details["projector_links_in_use"]`): one projector link serves every
+    variant exported to the same place, and goes with the last of them."""
+    projector = details.get("projector")
+    if not projector or still_used or projector.get("link") in details.get("projector_links_in_use", ()):
+        return
+    remove_link_to(Path(projector["link"]), projector)
+
+
 def remove_empty_folders(start: Path, stop: Path) -> None:
     """Remove `start` and its parents up to (not including) `stop` while they are empty."""
     folder = start

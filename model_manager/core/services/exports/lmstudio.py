@@ -13,7 +13,7 @@ from model_manager.core.services.exports.links import (
     link_file,
     remove_empty_folders,
     remove_if_ours,
-    remove_link_to,
+    remove_projector_link,
 )
 from model_manager.core.services.exports.source import ExportSource, slug
 
@@ -35,7 +35,7 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
     for model_file in source.files:
         link_file(model_file, folder / model_file.name, placed)
     details = {"folder": str(folder), "load": f"lms load {name}"}
-    if source.projector is not None:
+    if source.projector is not None:  # ours, made now or by the export of another variant: recorded either way
         link = folder / source.projector.name
         link_file(source.projector, link, placed)
         details["projector"] = {**identity_of(source.projector), "link": str(link)}
@@ -44,11 +44,12 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
 
 def remove(source: ExportSource, created: list[str], details: dict) -> None:
     models = tool_homes.lmstudio_home() / "models"
-    projector = details.get("projector") or {}
+    projector_link = (details.get("projector") or {}).get("link")
+    if projector_link:  # checked against what we linked: the projector model may be gone
+        remove_projector_link(details)
+        remove_empty_folders(Path(projector_link).parent, models)
     for path in map(Path, created):
-        if str(path) == projector.get("link"):  # checked against what we linked: the projector model may be gone
-            remove_link_to(path, projector)
-            remove_empty_folders(path.parent, models)
+        if str(path) == projector_link:
             continue
         owner = next((f for f in source.files if f.name == path.name), source.files[0])
         remove_if_ours(path, owner)

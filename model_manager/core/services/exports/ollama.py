@@ -21,7 +21,7 @@ from model_manager.core.services.exports.links import (
     link_file,
     remove_empty_folders,
     remove_if_ours,
-    remove_link_to,
+    remove_projector_link,
     write_new_file,
 )
 from model_manager.core.services.exports.source import ExportSource, slug
@@ -116,7 +116,7 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
         blob = home / "blobs" / f"sha256-{source.projector_sha256}"
         if blob.is_file() and not blob.is_symlink() and not blob.samefile(source.projector):
             placed.notes.append(f"Ollama already holds the projector's bytes ({blob.name}); used as they are")
-        else:
+        else:  # ours, made now or by the export of another variant: recorded either way (see remove)
             link_file(source.projector, blob, placed)
             projector = {**identity_of(source.projector), "link": str(blob)}
     write_new_file(home / "blobs" / f"sha256-{hashlib.sha256(config).hexdigest()}", config, placed)
@@ -145,15 +145,16 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
         except FileNotFoundError:
             pass
     still_named = _digests_in_manifests(home)
+    projector_link = (details.get("projector") or {}).get("link")
+    if projector_link:  # checked against what we linked: the projector model may be gone
+        remove_projector_link(details, still_used=Path(projector_link).name.replace("sha256-", "sha256:", 1) in still_named)
     for path in map(Path, created):
-        if path == manifest_path or not path.name.startswith("sha256-"):
+        if path == manifest_path or not path.name.startswith("sha256-") or str(path) == projector_link:
             continue
         if path.name.replace("sha256-", "sha256:", 1) in still_named:
             continue
         if path.name == f"sha256-{source.sha256[0]}":
             remove_if_ours(path, source.files[0])
-        elif str(path) == (details.get("projector") or {}).get("link"):  # the projector model may be gone
-            remove_link_to(path, details["projector"])
         else:  # our config blob: content-addressed, so its name proves its content
             path.unlink(missing_ok=True)
 

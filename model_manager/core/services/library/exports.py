@@ -81,7 +81,14 @@ class Exports(LibraryState):
 
     def _remove_export(self, record: ModelRecord, export: ExportRecord) -> None:
         source = ExportSource.of(record, find_projector(self.catalogue, record))
-        EXPORTERS[export.target].remove(source, export.created_paths, export.details)
+        # A projector link serves every variant exported to the same place: it stays while another export names it.
+        in_use = {
+            (other.details.get("projector") or {}).get("link")
+            for other in self.catalogue.list_exports()
+            if (other.model_id, other.target) != (record.model_id, export.target)
+        }
+        details = {**export.details, "projector_links_in_use": sorted(link for link in in_use if link)}
+        EXPORTERS[export.target].remove(source, export.created_paths, details)
         self.catalogue.delete_export(record.model_id, export.target)
 
     def _remove_all_exports(self, record: ModelRecord) -> None:
