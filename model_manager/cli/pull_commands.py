@@ -181,8 +181,16 @@ def pull(
         accepted = api.post("/local/download", request)
         download_id = accepted["download_id"]
         console().print(f"Pulling [bold]{request['repo_id']}[/] {filename or request.get('quantization')} (download {download_id})")
+        projector_id = accepted.get("projector_download_id")
+        if accepted.get("projector"):  # a vision model's projector comes along as its own download
+            where = f"download {projector_id}" if projector_id else "already in the library"
+            console().print(f"  with its projector {accepted['projector']} ({where})")
+        projector_final = None
         try:
             final = follow_download(api, download_id)
+            if projector_id and final["status"] == "completed":
+                download_id = projector_id  # what Ctrl-C offers to cancel from now on
+                projector_final = follow_download(api, projector_id)
         except KeyboardInterrupt:
             _ask_to_cancel(api, download_id)
             return
@@ -194,6 +202,12 @@ def pull(
     console().print(f"[green]✓[/] Pulled {final['filename']} ({size}) as model {final.get('model_id')}")
     if final.get("local_file_path"):
         console().print(final["local_file_path"], style="dim", soft_wrap=True)
+    if projector_final is not None and projector_final["status"] == "completed":
+        console().print(f"[green]✓[/] Pulled its projector {projector_final['filename']} as model {projector_final.get('model_id')}")
+    elif projector_final is not None:
+        reason = projector_final.get("error_message") or projector_final["status"]
+        raise CliError(f"the model is in the library, but its projector was not pulled: {reason}",
+                       hint="Pull the same variant again to fetch the projector.")
 
 
 def downloads(ctx: typer.Context) -> None:

@@ -9,7 +9,8 @@ from model_manager.core.config import Settings
 from tests.cli.conftest import RunCommand
 from tests.cli.fixtures import BASE_REPO, GGUF_REPO, Q4_FILE, Q8_FILE
 from tests.conftest import LiveServer
-from tests.fake_hub.server import FakeHub
+from tests.fake_hub.server import FakeHub, FakeRepo
+from tests.gguf_factory import write_gguf, write_mmproj
 
 
 def _model_files(settings: Settings) -> list[str]:
@@ -109,3 +110,18 @@ def test_ctrl_c_then_no_leaves_the_download_running(mm: RunCommand, tiny_hub: Fa
     cancelled = mm("cancel", download_id[:8])
     assert cancelled.exit_code == 0, cancelled.output
     assert f"Cancelled download {download_id}." in cancelled.output
+
+
+def test_pull_of_a_vision_variant_brings_its_projector_along(mm: RunCommand, tiny_hub: FakeHub, settings: Settings, tmp_path) -> None:
+    made = tmp_path / "vision"
+    made.mkdir()
+    files = {
+        "Tiny-VL-Q4_K_M.gguf": write_gguf(made / "model.gguf", name="Tiny VL").read_bytes(),
+        "mmproj-Tiny-VL-f16.gguf": write_mmproj(made / "mmproj.gguf").read_bytes(),
+    }
+    tiny_hub.add_repo(FakeRepo("vision/Tiny-VL-GGUF", files=files, tags=["gguf"]))
+    result = mm("pull", "vision/Tiny-VL-GGUF:Q4_K_M")
+    assert result.exit_code == 0, result.output
+    assert "with its projector mmproj-Tiny-VL-f16.gguf (download " in result.output
+    assert "✓ Pulled its projector mmproj-Tiny-VL-f16.gguf as model " in result.output
+    assert _model_files(settings) == sorted(files)
