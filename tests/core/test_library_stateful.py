@@ -59,6 +59,16 @@ SLOW_BYTES_PER_SECOND = 3000  # a throttled transfer of a ~2 KB file lasts long 
 DROP_AFTER_BYTES = 700  # the files are 1.5 to 3 KB: a drop lands mid-file
 
 HUB_REPO = "stateful/Tiny-GGUF"
+# Where MODELS_DIR and DOWNLOADS_DIR are (people point both at folders they already use) and how MODELS_DIR
+# is spelled (rows and files must match whatever the spelling).
+LAYOUTS = [
+    ("separate", "plain"),
+    ("separate", "symlink"),
+    ("separate", "trailing slash"),
+    ("downloads inside models", "plain"),
+    ("models inside downloads", "plain"),
+    ("one folder", "plain"),
+]
 PICKS = st.tuples(*[st.integers(0, 1023)] * 3)  # choices a rule makes among what exists when it runs
 STAGING_PREFIX = ".importing-"
 
@@ -230,7 +240,7 @@ class Slot:
     """
 
     root: Path
-    apps: dict[str, tuple] = field(default_factory=dict)  # MODELS_DIR spelling -> (settings, app)
+    apps: dict[tuple, tuple] = field(default_factory=dict)  # layout -> (settings, app)
     stopping: threading.Thread | None = None
 
     def take(self) -> Path:
@@ -339,10 +349,8 @@ class StatefulLibrary(RuleBasedStateMachine):
         self.home = self.root / "home"  # IMPORT_ALLOWED_DIRS
         self.outside = self.home / "outside"  # the user's own files, outside the storage folders
         self.elsewhere = self.root / "elsewhere"  # outside IMPORT_ALLOWED_DIRS
-        self.models_real = self.home / "models"
-        self.downloads_dir = self.home / "Downloads"  # the user's ~/Downloads
         self.data_dir = self.root / "data"
-        for folder in (self.outside, self.elsewhere, self.models_real, self.downloads_dir):
+        for folder in (self.outside, self.elsewhere):
             folder.mkdir(parents=True)
         self.service = None
         self.client: httpx.Client | None = None
@@ -356,12 +364,23 @@ class StatefulLibrary(RuleBasedStateMachine):
     # ------------------------------------------------------------ set-up
 
     @initialize(
-        spelling=st.sampled_from(["plain", "symlink", "trailing slash"]),
+        layout=st.sampled_from(LAYOUTS),
         planted=st.lists(st.integers(0, 10), max_size=3, unique=True),
         junk=st.booleans(),
     )
-    def start(self, spelling: str, planted: list[int], junk: bool) -> None:
-        """Plant the user's files, then start the service with MODELS_DIR spelled one way or another."""
+    def start(self, layout: tuple[str, str], planted: list[int], junk: bool) -> None:
+        """Plant the user's files, then start the service on folders laid out (and spelled) one of several ways."""
+        folders, spelling = layout
+        self.models_real = self.home / "models"
+        self.downloads_dir = self.home / "Downloads"  # the user's ~/Downloads
+        if folders == "downloads inside models":
+            self.downloads_dir = self.models_real / "downloads"
+        elif folders == "models inside downloads":
+            self.models_real = self.downloads_dir / "models"
+        elif folders == "one folder":
+            self.models_real = self.downloads_dir
+        for folder in (self.models_real, self.downloads_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         self._plant_fixed(junk)
         for index in planted:
             blob = self.ctx.pool.local[index % len(self.ctx.pool.local)]
@@ -375,7 +394,7 @@ class StatefulLibrary(RuleBasedStateMachine):
             self.models_dir = str(self.models_real) + "/"
         else:
             self.models_dir = str(self.models_real)
-        if spelling not in self.slot.apps:
+        if layout not in self.slot.apps:
             service_settings = make_settings(
                 self.root,
                 self.home,
@@ -388,8 +407,8 @@ class StatefulLibrary(RuleBasedStateMachine):
                 DOWNLOAD_MAX_RETRIES=2,
                 HUB_CACHE_TTL_SECONDS=0,
             )
-            self.slot.apps[spelling] = (service_settings, None if PROCESS else create_app(service_settings))
-        self.settings, app = self.slot.apps[spelling]
+            self.slot.apps[layout] = (service_settings, None if PROCESS else create_app(service_settings))
+        self.settings, app = self.slot.apps[layout]
         for path in (self.outside, self.elsewhere):
             for entry in _walk(path, set()):
                 self._expect_outside(entry)
@@ -535,7 +554,7 @@ class StatefulLibrary(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules: imports and uploads
 
-    @rule(picks=PICKS, action=st.sampled_from(["copy", "move"]))
+    @rule(picks=PICKS, action=st.sampled_from(["copy", "move", "copy", "move", "link", "register"]))
     def import_file(self, picks: tuple[int, ...], action: str) -> None:
         self._step()
         models = self._models()
@@ -584,7 +603,12 @@ class StatefulLibrary(RuleBasedStateMachine):
             if owner is not None:
                 assert model["model_id"] == owner["model_id"], "a model's own file imported as another model"
             assert any(sha == before for _p, _s, sha in self._files_of(model)), "the model does not hold the source's bytes"
-            assert os.path.realpath(model["file_path"]).startswith(str(self.models_real) + os.sep)
+            if not model.get("external"):
+                assert os.path.realpath(model["file_path"]).startswith(str(self.models_real) + os.sep)
+        if status == 201 and action == "link":
+            assert os.path.samefile(model["file_path"], source), "a linked model is not the source's own inode"
+        if status == 201 and action == "register":
+            assert model["external"] and os.path.samefile(model["file_path"], source), f"registered elsewhere: {model}"
         if status == 201 and action == "move":
             assert not os.path.lexists(source), "a moved source is still there"
             self.outside_expected.pop(str(source), None)
@@ -763,8 +787,12 @@ class StatefulLibrary(RuleBasedStateMachine):
         self._expect_status(response, {204}, f"delete {model['file_path']}")
         self.deleted_models.add(model["model_id"])
         for path, _size, _sha in self._files_of(model):
-            assert not os.path.lexists(path), f"the deleted model's file {path} is still there"
-        self._forget_deleted_files(model)
+            if model.get("external"):  # registered where it lies: the library never removes its files
+                assert os.path.isfile(path), f"deleting a registered model removed the user's file {path}"
+            else:
+                assert not os.path.lexists(path), f"the deleted model's file {path} is still there"
+        if not model.get("external"):
+            self._forget_deleted_files(model)
         assert model["model_id"] not in {m["model_id"] for m in self._models()}
 
     @rule(dry_run=st.booleans())
@@ -891,7 +919,8 @@ class StatefulLibrary(RuleBasedStateMachine):
                     raise AssertionError(f"the file {path} of model {model['display_name']!r} is gone") from None
                 assert info.st_size == size, f"{path}: {info.st_size} bytes on disk, {size} registered"
                 assert self.hashes.of(path, info) == sha, f"{path}: the bytes on disk are not the registered ones"
-                assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"a model file outside MODELS_DIR: {path}"
+                if not model.get("external"):
+                    assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"a model file outside MODELS_DIR: {path}"
                 key = (info.st_dev, info.st_ino)
                 assert key not in identities, f"{path} and {identities[key]} are one file, in two rows or twice in one"
                 identities[key] = path
