@@ -247,3 +247,26 @@ def test_a_projector_link_shared_by_two_exported_variants_goes_with_the_last_of_
         assert client.delete(f"/local/models/{second['model_id']}/exports/ollama").status_code == 204
     assert not folder.exists() and not blob.exists()
     assert sha256_of(projector["file_path"]) == projector["file_hash"]  # the library's projector is untouched
+
+
+def test_a_model_imported_by_link_from_an_lm_studio_folder_is_linked_to_the_projector_beside_it(server, tmp_path):
+    folder = tmp_path / "incoming" / "lmstudio" / "models" / "vision" / "Tiny-VL-GGUF"  # inside IMPORT_ALLOWED_DIRS
+    folder.mkdir(parents=True)
+    first = write_gguf(folder / "Tiny-VL-Q4_K_M.gguf", name="Tiny VL")
+    projector = write_mmproj(folder / "mmproj-Tiny-VL-f16.gguf")
+    second = write_gguf(folder / "Tiny-VL-Q8_0.gguf", name="Tiny VL", file_type=7)
+    with server.client() as client:
+        def link(path: Path) -> dict:
+            response = client.post("/local/import", json={"file_path": str(path), "action": "link"})
+            assert response.status_code == 201, response.text
+            return response.json()
+
+        model_before = link(first)  # before its projector: linked when the projector comes
+        projector_model = link(projector)
+        model_after = link(second)  # after it: linked at once
+        assert model_after["projector_model_id"] == projector_model["model_id"]
+        for model in (model_before, model_after):
+            shown = client.get(f"/local/models/{model['model_id']}").json()
+            assert shown["projector_model_id"] == projector_model["model_id"]
+            assert f"--mmproj {projector_model['file_path']}" in shown["run"]["llama.cpp"]
+        assert client.get(f"/local/models/{projector_model['model_id']}").json()["projector_model_id"] is None

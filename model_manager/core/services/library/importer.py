@@ -21,6 +21,7 @@ from model_manager.core.errors import (
 )
 from model_manager.core.gguf_format import GGUFHeader, is_gguf_filename, parse_split_name, split_part_names, summarize_metadata
 from model_manager.core.models import LocalModel
+from model_manager.core.services.hub.projectors import matching_projector
 from model_manager.core.services.library import files
 from model_manager.core.services.library.commit import CommitStep, NewModel
 from model_manager.core.services.library.records import to_api
@@ -173,7 +174,36 @@ class FileImports(CommitStep):
                     "use action copy or register", {"file_path": paths[0]},
                 ) from error
             raise
+        if action in ("link", "register"):  # the library file is the source itself: its neighbours are known by identity
+            projector = await asyncio.to_thread(self._link_projector_beside, record, Path(paths[0]))
+            return to_api(record, projector=projector), created
         return to_api(record), created
+
+    def _link_projector_beside(self, record: ModelRecord, source: Path) -> ModelRecord | None:
+        """Link a model imported from another tool's folder (LM Studio keeps `mmproj-*.gguf` beside the model)
+        to the projector there, when the library already holds it (same file); or, for an imported projector,
+        link the models beside it that have none yet. Returns the model's projector, if it has one now."""
+        try:
+            beside = sorted(name for name in os.listdir(source.parent) if is_gguf_filename(name) and name != source.name)
+        except OSError:
+            return None
+        ownership = Ownership(self.catalogue.list_models())
+        owners = {name: ownership.owner_of(str(source.parent / name)) for name in beside}
+        whole = {name: owner.record for name, owner in owners.items() if owner is not None and owner.is_whole_model}
+        if record.metadata.get("is_mmproj"):
+            for model in whole.values():
+                if not model.metadata.get("is_mmproj") and not model.metadata.get("projector_sha256"):
+                    self.catalogue.update_model_metadata(model.model_id, {"projector_sha256": record.file_hash})
+            return None
+        if record.metadata.get("projector_sha256"):
+            return None
+        projectors = [name for name, model in whole.items() if model.metadata.get("is_mmproj")]
+        chosen = matching_projector(projectors, [source.name])
+        if chosen is None:
+            return None
+        self.catalogue.update_model_metadata(record.model_id, {"projector_sha256": whole[chosen].file_hash})
+        record.metadata = {**record.metadata, "projector_sha256": whole[chosen].file_hash}
+        return whole[chosen]
 
     def _inspect_source(
         self, file_path: str, action: str, library_name: str | None = None, display_name: str | None = None
