@@ -38,6 +38,7 @@ async def download_events(
 ) -> EventSourceResponse:
     if download_id is not None:
         downloads.get(download_id)  # 404 DOWNLOAD_NOT_FOUND before the stream starts
+    downloads.check_subscriber_room()  # 503 TOO_MANY_SUBSCRIBERS before the stream starts
     return EventSourceResponse(
         _status_events(downloads, download_id),
         ping=PING_SECONDS,
