@@ -230,6 +230,9 @@ _SEGMENT = rf"(?:\.\.{_NAME_CHAR}+|\.?[^\x00-\x1f\x7f\\/.]{_NAME_CHAR}*)"
 _FIRST_SEGMENT = rf"(?:\.\.{_FIRST_CHAR}+|\.?[^\x00-\x1f\x7f\\/.:]{_FIRST_CHAR}*)"
 _GGUF = r"\.[gG][gG][uU][fF]"
 REPO_FILENAME_PATTERN = rf"^(?:{_FIRST_SEGMENT}/(?:{_SEGMENT}/)*{_NAME_CHAR}+{_GGUF}|{_FIRST_CHAR}+{_GGUF})$"
+# (+) What a download's `projector` must also match: "mmproj" in the base name, not next to a letter (as
+# `gguf_format.is_mmproj` reads names). The download check uses this very pattern, so the document tells the truth.
+PROJECTOR_NAME_PATTERN = r"^(?:[^/]*/)*(?:[^/]*[^/a-zA-Z])?[mM][mM][pP][rR][oO][jJ](?:[^/a-zA-Z][^/]*)?$"
 
 
 class DownloadRequest(BaseModel):
@@ -242,7 +245,13 @@ class DownloadRequest(BaseModel):
             "oneOf": [
                 {"properties": {"filename": {"type": "string"}}, "required": ["filename"]},
                 {"properties": {"quantization": {"type": "string"}}, "required": ["quantization"]},
-            ]
+            ],
+            # (+) `projector` goes with `quantization`, and not with include_projector=false (else 400 INVALID_FILE).
+            "if": {"properties": {"projector": {"type": "string"}}, "required": ["projector"]},
+            "then": {
+                "properties": {"quantization": {"type": "string"}, "include_projector": {"const": True}},
+                "required": ["quantization"],
+            },
         },
     )
 
@@ -265,6 +274,7 @@ class DownloadRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=REPO_FILENAME_MAX_LENGTH,
+        json_schema_extra={"allOf": [{"pattern": REPO_FILENAME_PATTERN}, {"pattern": PROJECTOR_NAME_PATTERN}]},
         description="(+) With `quantization`: this projector file of the repo rather than the matching one",
     )
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from model_manager.core.gguf_format import is_mmproj
+from model_manager.core.models import PROJECTOR_NAME_PATTERN
 from model_manager.core.services import tool_homes
 from tests.conftest import LiveServer
 from tests.downloads.helpers import download_settings, served, wait_until_sync
@@ -270,3 +273,12 @@ def test_a_model_imported_by_link_from_an_lm_studio_folder_is_linked_to_the_proj
             assert shown["projector_model_id"] == projector_model["model_id"]
             assert f"--mmproj {projector_model['file_path']}" in shown["run"]["llama.cpp"]
         assert client.get(f"/local/models/{projector_model['model_id']}").json()["projector_model_id"] is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mmproj-x.gguf", "f/mmproj.gguf", "x.mmproj-Q8_0.gguf", "MMProj-F16.gguf", "2mmproj.gguf", "a_mmproj_b.gguf",
+     "mmprojx.gguf", "xmmproj.gguf", "mmproj/x.gguf", "model-Q4_K_M.gguf"],
+)
+def test_the_documented_projector_pattern_reads_names_as_the_library_does(name):
+    assert bool(re.match(PROJECTOR_NAME_PATTERN, name)) == is_mmproj(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +31,13 @@ from model_manager.core.errors import (
     ModelManagerError,
     TooManySubscribersError,
 )
-from model_manager.core.gguf_format import is_mmproj
-from model_manager.core.models import DownloadAccepted, DownloadRequest, DownloadState, DownloadStatus
+from model_manager.core.models import (
+    PROJECTOR_NAME_PATTERN,
+    DownloadAccepted,
+    DownloadRequest,
+    DownloadState,
+    DownloadStatus,
+)
 from model_manager.core.services import disk
 from model_manager.core.services.downloads.events import StatusBroadcaster, Subscription
 from model_manager.core.services.downloads.filenames import check_repo_filename
@@ -476,7 +482,7 @@ def _check_projector_name(projector: str, include_projector: bool) -> None:
     if not include_projector:
         raise InvalidFileError("'projector' picks the projector to fetch; it cannot go with include_projector=false")
     check_repo_filename(projector)
-    if not is_mmproj(projector):
+    if not re.match(PROJECTOR_NAME_PATTERN, projector):
         raise InvalidFileError(
             f"{projector!r} is not a multimodal projector file (its name has no 'mmproj'); the providers list a "
             "repo's projectors", details={"projector": projector},
