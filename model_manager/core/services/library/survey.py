@@ -75,10 +75,15 @@ def survey(places: Places, ownership: Ownership, known_download_ids: set[str], k
 
 
 def _is_special(places: Places, path: str) -> bool:
-    """The data folder, the downloads folder, their contents, or the token and catalogue files."""
+    """The token and catalogue files, or the data or downloads folder and their contents, unless that
+    folder holds MODELS_DIR itself (MODELS_DIR=~/Downloads/models beside DOWNLOADS_DIR=~/Downloads)."""
     if path in places.protected:
         return True
-    return any(files.is_within(path, str(folder)) for folder in (places.data_dir, places.downloads_dir))
+    models = str(places.models_dir)
+    return any(
+        files.is_within(path, str(folder)) and not files.is_within(models, str(folder))
+        for folder in (places.data_dir, places.downloads_dir)
+    )
 
 
 def _survey_models_dir(places: Places, ownership: Ownership, result: Survey) -> None:
