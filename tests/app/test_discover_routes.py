@@ -49,8 +49,11 @@ def test_discover_import_links_every_model_once(client, homes, settings):
     assert first.status_code == 200, first.text
     body = first.json()
     assert (body["imported"], body["already_in_library"], body["failed"]) == (len(paths), 0, 0)
+    found = {model["path"]: model for model in client.get("/local/discover").json()["models"]}
     for item in body["results"]:
         assert os.stat(item["model"]["file_path"]).st_ino == os.stat(item["path"]).st_ino  # a link, not a copy
+        assert item["model"]["original_repo_id"] == found[item["path"]]["repo_id"]  # what the layout says
+    assert any(found[path]["repo_id"] for path in paths)
     assert len(client.get("/local/models").json()) == len(paths)
     listed = client.get("/local/discover").json()["models"]
     assert all(model["in_library"] for model in listed)

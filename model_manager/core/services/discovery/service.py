@@ -99,6 +99,7 @@ class Discovery:
                 candidate.display_name,
                 library_name=candidate.library_name,
                 part_paths=[str(part) for part in candidate.paths[1:]] or None,
+                original_repo_id=candidate.repo_id,
             )
         except ModelManagerError as error:
             return DiscoverImportItem(path=path, status="failed", error_code=error.error_code, message=error.message)

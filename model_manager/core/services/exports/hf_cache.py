@@ -80,7 +80,8 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
         "revision": revision,
         "commit": commit,
         "folder": str(folder),
-        "run": f"llama-server -hf {name} (or hf_hub_download('{name}', '{first}', local_files_only=True))",
+        "run": f"llama-server -hf {name}",
+        "python": f"hf_hub_download({name!r}, {first!r}, local_files_only=True)",
     }
     if projector is not None:
         details["projector"] = projector

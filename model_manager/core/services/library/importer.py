@@ -66,6 +66,7 @@ class FileImports(CommitStep):
         *,
         library_name: str | None = None,
         part_paths: list[str] | None = None,
+        original_repo_id: str | None = None,
     ) -> tuple[LocalModel, bool]:
         """Add the GGUF file at `file_path` (absolute, on this server) to the library.
 
@@ -75,7 +76,7 @@ class FileImports(CommitStep):
         `link` adds a hard link in MODELS_DIR (no byte copied; same filesystem only). `register` keeps the
         file where it is: the library then never removes it. `library_name` is the `.gguf` name to use in
         the library (an Ollama blob has none); `part_paths` are the other parts of a split model, in order
-        (not with `move`).
+        (not with `move`). `original_repo_id` is the Hub repo the file came from, when its layout says so.
 
         Raises `PathNotAllowedError` for a relative path, `..`, or a real path (symlinks resolved) outside
         IMPORT_ALLOWED_DIRS — checked before existence, so nothing is revealed about other folders;
@@ -85,7 +86,9 @@ class FileImports(CommitStep):
         `InsufficientStorageError`.
         """
         if part_paths or action in ("link", "register"):
-            return await self._import_set([file_path, *(part_paths or [])], action, display_name, library_name)
+            return await self._import_set(
+                [file_path, *(part_paths or [])], action, display_name, library_name, original_repo_id
+            )
         source = await asyncio.to_thread(self._inspect_source, file_path, action, library_name)
         if source.existing is not None:
             return to_api(source.existing), False
@@ -116,7 +119,12 @@ class FileImports(CommitStep):
         return to_api(record), created
 
     async def _import_set(
-        self, paths: list[str], action: ImportAction, display_name: str | None, library_name: str | None
+        self,
+        paths: list[str],
+        action: ImportAction,
+        display_name: str | None,
+        library_name: str | None,
+        original_repo_id: str | None = None,
     ) -> tuple[LocalModel, bool]:
         """Import one model made of `paths` (one file, or every part of a split model) by copy, link or register."""
         if action == "move":
@@ -148,6 +156,7 @@ class FileImports(CommitStep):
         new_model = NewModel(
             files.choose_display_name(display_name, sources[0].name),
             summarize_metadata(sources[0].header, sources[0].name),
+            original_repo_id=original_repo_id,
             external=action == "register",
         )
         if action == "copy":
