@@ -183,3 +183,37 @@ async def test_only_the_latest_finished_downloads_stay_in_memory(hub_env, tmp_pa
     async with running_manager(settings) as (manager, catalogue, _):
         assert len(manager.list()) == 2 and len(catalogue.list_downloads()) == 5
     assert partial_folders(settings) == []
+
+
+async def test_a_cancel_lost_on_the_way_never_marks_a_completed_download_cancelled(hub_env, tmp_path, monkeypatch):
+    """If some await swallows the cancel (as asyncio.wait_for can on Python 3.11), the job runs on to a
+    registered model; the cancel must then answer DOWNLOAD_FINISHED, not overwrite `completed`."""
+    from model_manager.core.services.downloads.runner import JobRunner
+
+    data, settings = serve_model(hub_env, tmp_path, 600_000, throttle=1_000_000)
+    real_fetch = JobRunner._fetch_files
+    fetching = asyncio.Event()
+
+    async def fetch_swallowing_cancels(self, job):
+        task = asyncio.ensure_future(real_fetch(self, job))
+        fetching.set()
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue  # lost, as a cancel landing in the same loop iteration as a completion was
+
+    monkeypatch.setattr(JobRunner, "_fetch_files", fetch_swallowing_cancels)
+    async with running_manager(settings) as (manager, catalogue, _):
+        download_id = await enqueue(manager)
+        await fetching.wait()
+        with pytest.raises(DownloadFinishedError):
+            await manager.cancel(download_id)
+
+        status = manager.get(download_id)
+        assert status.status == "completed" and status.model_id
+        assert catalogue.get_download(download_id).status == "completed"
+        models = catalogue.list_models()
+        assert [model.model_id for model in models] == [status.model_id]
+        assert sha256_of(models[0].file_path) == _sha256(data)
+    assert partial_folders(settings) == []

@@ -282,6 +282,11 @@ class DownloadManager:
         if job.task is not None and not job.task.done():
             job.task.cancel()
             await asyncio.gather(job.task, return_exceptions=True)
+            if job.state is DownloadState.completed:  # the cancel came too late (or was lost): it completed
+                raise DownloadFinishedError(
+                    f"download {download_id} completed before it could be cancelled; delete the model instead",
+                    details={"download_id": download_id, "model_id": job.record.model_id},
+                )
         if download_id in self._queue:
             self._queue.remove(download_id)
         job.refresh_bytes()

@@ -36,9 +36,12 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        # asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for swallows a cancel that lands in
+        # the loop iteration where the awaited thing completes, and a cancelled download then runs on.
         try:
-            infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(timeout):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
         last: BaseException | None = None
         for family, kind, proto, _name, address in infos:
@@ -50,9 +53,10 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
                     sock.setsockopt(*option)
                 if local_address:
                     sock.bind((local_address, 0))
-                await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, address)
                 return SocketStream(sock, self._read_bytes)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 sock.close()
                 raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
             except OSError as exc:
@@ -173,8 +177,9 @@ class SocketStream(httpcore.AsyncNetworkStream):
         else:
             loop.add_writer(fd, wake)
         try:
-            await asyncio.wait_for(ready, timeout)
-        except asyncio.TimeoutError as exc:
+            async with asyncio.timeout(timeout):  # not wait_for: see connect_tcp
+                await ready
+        except TimeoutError as exc:
             raise error(f"no progress for {timeout} s") from exc
         finally:
             if readable:
