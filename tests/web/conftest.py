@@ -25,6 +25,16 @@ _CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def tool_homes_of_the_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Library tab looks for other tools' models: in a home of the test's, never the machine's own."""
+    home = tmp_path / "tools-home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("OLLAMA_MODELS", "HF_HUB_CACHE", "HF_HOME", "LLAMA_CACHE", "LIBRARY_SCAN_DIRS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():

@@ -155,13 +155,12 @@ def test_a_model_is_exported_to_other_tools_by_links_and_an_export_removed(
         model = client.get(f"/local/models/{qwen['model_id']}").json()
     exports = {item["target"]: item for item in model["exports"]}
     assert sorted(exports) == ["hf-cache", "lmstudio"]
-    for target, item in exports.items():
-        export_row = share.locator(f'tr.export[data-target="{target}"]')
-        expect(export_row).to_contain_text(item["name"])
-        expect(export_row.locator(".pill.method")).to_have_text("hard link")
-    (lms_link,) = exports["lmstudio"]["created_paths"]
-    assert Path(lms_link).is_relative_to(homes.home / ".lmstudio" / "models")
-    assert same_file(lms_link, model["file_path"]) and not Path(lms_link).is_symlink()
+    # The model came from LM Studio's folder for its repo: LM Studio already sees this very file there.
+    assert model["original_repo_id"] and exports["lmstudio"]["name"] == model["original_repo_id"]
+    assert exports["lmstudio"]["method"] == "existing" and exports["lmstudio"]["created_paths"] == []
+    expect(share.locator('tr.export[data-target="lmstudio"] .pill.method')).to_have_text("tool's own copy")
+    expect(hf_row).to_contain_text(exports["hf-cache"]["name"])
+    expect(hf_row.locator(".pill.method")).to_have_text("hard link")
     hf_paths = [Path(p) for p in exports["hf-cache"]["created_paths"]]
     blob = next(p for p in hf_paths if p.parent.name == "blobs")
     snapshot = next(p for p in hf_paths if "snapshots" in p.parts)
@@ -179,33 +178,32 @@ def test_a_model_is_exported_to_other_tools_by_links_and_an_export_removed(
     page.evaluate("document.getElementById('toast').hidden = true")  # the last toast would cover the row
     screenshot("model-exports")
 
-    share.locator('tr.export[data-target="lmstudio"]').get_by_role("button", name="Remove").click()
-    expect(share.locator('tr.export[data-target="lmstudio"]')).to_have_count(0)
-    expect(share.get_by_role("button", name="LM Studio", exact=True)).to_be_visible()  # can be exported again
-    assert not os.path.lexists(lms_link)
-    assert same_file(blob, model["file_path"]) and same_file(qwen_path, model["file_path"])  # the rest stays
+    hf_row.get_by_role("button", name="Remove").click()
+    expect(share.locator('tr.export[data-target="hf-cache"]')).to_have_count(0)
+    expect(share.get_by_role("button", name="HF cache", exact=True)).to_be_visible()  # can be exported again
+    assert not os.path.lexists(blob) and not os.path.lexists(snapshot)
+    assert same_file(qwen_path, model["file_path"])  # LM Studio's own file stays
     with live_server.client() as client:
-        assert [item["target"] for item in client.get(f"/local/models/{qwen['model_id']}").json()["exports"]] == ["hf-cache"]
+        assert [item["target"] for item in client.get(f"/local/models/{qwen['model_id']}").json()["exports"]] == ["lmstudio"]
 
     # A refusal shows the envelope's message and code beside the buttons; nothing is made.
     big_row = page.locator(f'#library-list tr[data-model-id="{big["model_id"]}"]')
     big_row.get_by_role("button", name="Other tools").click()
     big_share = page.locator(f'#library-list tr.share-row[data-model-id="{big["model_id"]}"]')
     error = big_share.locator(".share-error")
-    # LM Studio already keeps a file of its own where the export would go: 409 FILE_IN_USE, the file untouched.
+    # The HF cache already keeps other bytes under the name of the model's first part: 409, that file untouched.
+    first_part = big["metadata"]["parts"][0]["sha256"]
+    theirs = homes.home / ".cache" / "huggingface" / "hub" / f"models--{big['original_repo_id'].replace('/', '--')}" / "blobs" / first_part
+    theirs.parent.mkdir(parents=True, exist_ok=True)
+    theirs.write_bytes(b"the cache's own file")
     with live_server.client() as client:
-        made = client.post(f"/local/models/{big['model_id']}/exports", json={"target": "lmstudio"}).json()
-        assert client.delete(f"/local/models/{big['model_id']}/exports/lmstudio").status_code == 204
-        theirs = Path(made["created_paths"][0])
-        theirs.parent.mkdir(parents=True, exist_ok=True)  # removing the export took its folder too
-        theirs.write_bytes(b"LM Studio's own file")
-        in_use = client.post(f"/local/models/{big['model_id']}/exports", json={"target": "lmstudio"})
+        in_use = client.post(f"/local/models/{big['model_id']}/exports", json={"target": "hf-cache"})
         assert in_use.status_code == 409, in_use.text
         in_use = in_use.json()
-    big_share.get_by_role("button", name="LM Studio", exact=True).click()
+    big_share.get_by_role("button", name="HF cache", exact=True).click()
     expect(error).to_contain_text(in_use["message"])
     expect(error).to_contain_text("FILE_IN_USE")
-    assert theirs.read_bytes() == b"LM Studio's own file"
+    assert theirs.read_bytes() == b"the cache's own file"
 
     ollama_before = sorted(homes.ollama.rglob("*"))
     big_share.get_by_role("button", name="Ollama", exact=True).click()

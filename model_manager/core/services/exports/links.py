@@ -24,12 +24,17 @@ class Placed:
 
     created: list[str] = field(default_factory=list)
     created_folders: list[str] = field(default_factory=list)  # the topmost folder each mkdir made
-    method: str = "hardlink"  # hardlink | symlink (across filesystems); "existing" when the tool already had them
+    methods: set[str] = field(default_factory=set)  # how each model file was reached: see `method`
     notes: list[str] = field(default_factory=list)
 
     def note_method(self, method: str) -> None:
-        if method == "symlink" or self.method == "existing":
-            self.method = method
+        self.methods.add(method)
+
+    @property
+    def method(self) -> str:
+        """symlink if any file needed one (another filesystem), else hardlink if any was linked, else
+        existing: the tool already held every file itself."""
+        return next((m for m in ("symlink", "hardlink") if m in self.methods), "existing")
 
     def make_parent(self, path: Path) -> None:
         """Create `path`'s folder, remembering the topmost one made so that an undo can remove it."""
