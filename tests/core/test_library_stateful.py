@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import threading
@@ -70,6 +69,7 @@ LAYOUTS = [
     ("models inside downloads", "plain"),
     ("one folder", "plain"),
 ]
+RESUMABLE = ("failed", "pending", "downloading", "verifying")  # download states whose partial files are kept
 PICKS = st.tuples(*[st.integers(0, 1023)] * 3)  # choices a rule makes among what exists when it runs
 STAGING_PREFIX = ".importing-"
 
@@ -608,7 +608,7 @@ class StatefulLibrary(RuleBasedStateMachine):
                 assert model["model_id"] == owner["model_id"], "a model's own file imported as another model"
             assert any(sha == before for _p, _s, sha in self._files_of(model)), "the model does not hold the source's bytes"
             if not model.get("external"):
-                assert os.path.realpath(model["file_path"]).startswith(str(self.models_real) + os.sep)
+                assert self._inside_models(model["file_path"]), f"imported outside MODELS_DIR: {model}"
         if status == 201 and action == "link":
             assert os.path.samefile(model["file_path"], source), "a linked model is not the source's own inode"
         if status == 201 and action == "register":
@@ -826,7 +826,7 @@ class StatefulLibrary(RuleBasedStateMachine):
         kept_folders = [
             self.downloads_dir / download_id
             for download_id, state in downloads.items()
-            if state["status"] in ("failed", "pending", "downloading", "verifying") and (self.downloads_dir / download_id).is_dir()
+            if state["status"] in RESUMABLE and (self.downloads_dir / download_id).is_dir()
         ]
         storage_before = self._storage_entries()
         response = self.client.post("/local/storage/cleanup", params={"dry_run": str(dry_run).lower()})
@@ -851,6 +851,9 @@ class StatefulLibrary(RuleBasedStateMachine):
             for path, expected in list(self.user_files.items()):
                 if expected.may_go == "cleanup" and not os.path.lexists(path):
                     del self.user_files[path]
+
+    def _inside_models(self, path: str) -> bool:
+        return os.path.realpath(path).startswith(str(self.models_real) + os.sep)
 
     def _in_downloads_kept_apart(self, path: str) -> bool:
         """Whether `path` is in DOWNLOADS_DIR where that folder lies within MODELS_DIR (or is it): the survey
@@ -880,7 +883,7 @@ class StatefulLibrary(RuleBasedStateMachine):
         assert before <= after, "a rescan dropped a model"
         for model in result["adopted"]:
             for path, _size, _sha in self._files_of(model):
-                assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"adopted outside MODELS_DIR: {path}"
+                assert self._inside_models(path), f"adopted outside MODELS_DIR: {path}"
         if dry_run:
             assert result["adopted"] == []
             for path in result["would_adopt"]:
@@ -963,7 +966,7 @@ class StatefulLibrary(RuleBasedStateMachine):
                 assert info.st_size == size, f"{path}: {info.st_size} bytes on disk, {size} registered"
                 assert self.hashes.of(path, info) == sha, f"{path}: the bytes on disk are not the registered ones"
                 if not model.get("external"):
-                    assert os.path.realpath(path).startswith(str(self.models_real) + os.sep), f"a model file outside MODELS_DIR: {path}"
+                    assert self._inside_models(path), f"a model file outside MODELS_DIR: {path}"
                 key = (info.st_dev, info.st_ino)
                 assert key not in identities, f"{path} and {identities[key]} are one file, in two rows or twice in one"
                 identities[key] = path
@@ -992,7 +995,9 @@ class StatefulLibrary(RuleBasedStateMachine):
         finally:
             db.close()
         return {
-            model_id: {"file_path": file_path, "paths": json.loads(parts) or [file_path], "file_hash": file_hash, "size": size}
+            model_id: {
+                "file_path": file_path, "paths": json.loads(parts) or [file_path], "file_hash": file_hash, "size": size
+            }
             for model_id, file_path, parts, file_hash, size in rows
         }
 
