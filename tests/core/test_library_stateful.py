@@ -32,6 +32,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -641,6 +642,63 @@ class StatefulLibrary(RuleBasedStateMachine):
             real = os.path.realpath(model["file_path"])
             if status == 201:
                 assert os.path.dirname(real) == str(self.models_real), f"an upload landed outside MODELS_DIR: {real}"
+
+    @rule(picks=PICKS)
+    def upload_cut_short(self, picks: tuple[int, ...]) -> None:
+        """A multipart body that ends inside the file (no closing boundary): refused, nothing kept."""
+        self._step()
+        blob = self._pick(picks[0], [b for b in self.ctx.pool.local if b.valid])
+        cut = 1 + picks[1] % len(blob.data)
+        boundary = "stateful-boundary"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.gguf"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + blob.data[:cut]
+        before = {m["model_id"] for m in self._models()}
+        response = self.client.post(
+            "/local/import/upload", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        self._expect_status(response, {400}, "an upload cut short")
+        self._no_staging_left()
+        # Models may appear meanwhile (a download, the rescan at start adopting the user's files): not from here.
+        users = {os.path.realpath(path) for path in self.user_files}
+        added = [
+            m for m in self._models()
+            if m["model_id"] not in before and not m["is_downloaded"] and os.path.realpath(m["file_path"]) not in users
+        ]
+        assert not any(m["file_hash"] == blob.sha for m in added), f"a cut-off upload registered a model: {added}"
+
+    @rule(picks=PICKS)
+    def same_bytes_at_once(self, picks: tuple[int, ...]) -> None:
+        """The same model's bytes arrive three ways at once: an import by copy, one by move, an upload.
+        The library ends with exactly one single-file model holding them."""
+        self._step()
+        blob = self._pick(picks[0], [b for b in self.ctx.pool.local if b.valid and parse_split_name(b.name) is None])
+        sources = [self.outside / f"{self._new_name('same')}-{blob.name}" for _ in range(2)]
+        for source in sources:
+            self._plant_outside(source, blob)
+        url = self.client.base_url
+
+        def send(how: str) -> httpx.Response:
+            with httpx.Client(base_url=url, headers=self.client.headers, timeout=30) as client:
+                if how == "upload":
+                    return client.post("/local/import/upload", files={"file": (blob.name, blob.data)})
+                source = sources[0] if how == "copy" else sources[1]
+                return client.post("/local/import", json={"file_path": str(source), "action": how})
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            responses = dict(zip(("copy", "move", "upload"), pool.map(send, ("copy", "move", "upload"))))
+        for how, response in responses.items():
+            self._expect_status(response, {200, 201}, f"{how} of the same bytes at once")
+        self._no_staging_left()
+        ids = {response.json()["model_id"] for response in responses.values()}
+        created = [how for how, response in responses.items() if response.status_code == 201]
+        assert len(ids) == 1 and len(created) <= 1, f"the same bytes became several models: {responses}"
+        singles = [m for m in self._models() if not m["metadata"].get("parts") and m["file_hash"] == blob.sha]
+        assert len(singles) == 1, f"{len(singles)} models hold the same bytes: {singles}"
+        if created == ["move"]:
+            assert not sources[1].exists(), "a moved source is still there"
+            del self.outside_expected[str(sources[1])]
 
     # ------------------------------------------------------------ rules: the user's own files
 
