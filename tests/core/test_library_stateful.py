@@ -1171,27 +1171,28 @@ def _assert_variant_in_library(state: dict, models: dict, parts: list[Path]) -> 
 
 
 def test_a_split_variant_download_is_not_completed_by_a_model_holding_only_its_first_part(split_variant_service):
-    """Found by the machine: `JobRunner._complete_from_library` (downloads/runner.py) finishes a download
-    at once when a model has the *first* file's hash, so the variant 'completes' as the lone first part and
-    part 2 is never fetched. The library then has no model of the variant the user asked for."""
+    """Found by the machine (fixed in e55176d): `JobRunner._complete_from_library` (downloads/runner.py)
+    finished a download at once when a model had the *first* file's hash, so the variant 'completed' as the
+    lone first part and part 2 was never fetched: no model of the variant the user asked for."""
     server, parts = split_variant_service
     state, models = _download_variant_holding_one_part_already(server, parts, 0)
     _assert_variant_in_library(state, models, parts)
 
 
 def test_a_split_variant_download_is_not_completed_by_a_model_holding_only_its_second_part(split_variant_service):
-    """Found by the machine: `CommitStep._commit` (library/commit.py) returns an existing model when *any*
-    file's bytes are already one, so a split download whose second part is already a model of its own is
-    'completed' as that lone part, and the downloaded first part is deleted."""
+    """Found by the machine (fixed in e55176d): `CommitStep._commit` (library/commit.py) returned an existing
+    model when *any* file's bytes were already one, so a split download whose second part was already a model
+    of its own 'completed' as that lone part, and the downloaded first part was deleted."""
     server, parts = split_variant_service
     state, models = _download_variant_holding_one_part_already(server, parts, 1)
     _assert_variant_in_library(state, models, parts)
 
 
 def test_models_in_a_models_folder_inside_the_downloads_folder_are_registered_by_a_rescan(tmp_path):
-    """Found by the machine: with MODELS_DIR=~/Downloads/models, the survey of MODELS_DIR skips every file
-    there as 'inside DOWNLOADS_DIR' (`survey._is_special`), so neither the start nor POST /local/storage/rescan
-    registers the user's models, while an import of one answers 409 saying that a rescan registers it."""
+    """Found by the machine (fixed in 6275635): with MODELS_DIR=~/Downloads/models, the survey of MODELS_DIR
+    skipped every file there as 'inside DOWNLOADS_DIR' (`survey._is_special`), so neither the start nor
+    POST /local/storage/rescan registered the user's models, while an import of one answered 409 saying
+    that a rescan registers it."""
     home = tmp_path / "home"
     models = home / "Downloads" / "models"
     models.mkdir(parents=True)
@@ -1212,9 +1213,9 @@ def test_models_in_a_models_folder_inside_the_downloads_folder_are_registered_by
 
 
 def test_a_cancel_that_lands_as_the_socket_becomes_readable_is_not_swallowed():
-    """Found by the machine: a download cancelled mid-transfer sometimes ran on to the end and registered its
-    model, and the download was then marked `cancelled` while naming that model (DownloadManager.cancel
-    awaits the task, then overwrites its `completed` state). The cancel was swallowed in the download
+    """Found by the machine (fixed in 5b6db9e): a download cancelled mid-transfer sometimes ran on to the end
+    and registered its model, and was then marked `cancelled` while naming that model (DownloadManager.cancel
+    awaited the task, then overwrote its `completed` state). The cancel was swallowed in the download
     sockets' `_wait` (downloads/sockets.py): on Python 3.11, `asyncio.wait_for` returns the inner result
     instead of raising CancelledError when the cancel and the inner future's completion land in the same
     loop iteration. Here the socket becomes readable and the cancel comes in that same iteration."""
