@@ -54,14 +54,16 @@ def test_discover_import_links_every_model_once(client, homes, settings):
         assert os.stat(item["model"]["file_path"]).st_ino == os.stat(item["path"]).st_ino  # a link, not a copy
         assert item["model"]["original_repo_id"] == found[item["path"]]["repo_id"]  # what the layout says
     assert any(found[path]["repo_id"] for path in paths)
-    assert len(client.get("/local/models").json()) == len(paths)
+    projectors = {found[path]["projector_path"] for path in paths if found[path]["projector_path"]}
+    assert projectors  # a vision model's projector comes along as a model of its own
+    assert len(client.get("/local/models").json()) == len(paths) + len(projectors)
     listed = client.get("/local/discover").json()["models"]
     assert all(model["in_library"] for model in listed)
 
     second = client.post("/local/discover/import", json={"paths": paths, "action": "link"}).json()
     assert [item["status"] for item in second["results"]] == ["already_in_library"] * len(paths)
     assert [item["model"]["model_id"] for item in second["results"]] == [item["model"]["model_id"] for item in body["results"]]
-    assert len(client.get("/local/models").json()) == len(paths)
+    assert len(client.get("/local/models").json()) == len(paths) + len(projectors)
     assert file_states(homes.home) == before
 
 
@@ -86,3 +88,16 @@ def test_discover_routes_need_the_token(client, homes):
     client.headers.pop("Authorization")
     assert_error(client.get("/local/discover"), 401, "INVALID_TOKEN")
     assert_error(client.post("/local/discover/import", json={"paths": ["/x.gguf"]}), 401, "INVALID_TOKEN")
+
+
+def test_discover_import_brings_the_projector_and_links_the_model_to_it(client, homes):
+    vision = homes.expected[("ollama", "hf.co/bartowski/Vision-GGUF:Q8_0")]["path"]
+    found = {model["path"]: model for model in client.get("/local/discover").json()["models"]}
+    projector_path = found[vision]["projector_path"]
+    assert projector_path  # Ollama's projector layer: a blob neither named mmproj nor beside the model
+    [item] = client.post("/local/discover/import", json={"paths": [vision]}).json()["results"]
+    assert item["status"] == "imported", item
+    models = {m["model_id"]: m for m in client.get("/local/models").json()}
+    projector = models[item["model"]["projector_model_id"]]
+    assert os.stat(projector["file_path"]).st_ino == os.stat(projector_path).st_ino  # linked, not copied
+    assert "--mmproj" in client.get(f"/local/models/{item['model']['model_id']}").json()["run"]["llama.cpp"]

@@ -190,7 +190,10 @@ async def test_link_import_adds_each_model_once_and_leaves_the_tools_files_untou
         assert (library_file.st_dev, library_file.st_ino) == (os.stat(model.path).st_dev, os.stat(model.path).st_ino)
         assert item.model.file_path.startswith(str(storage.models_dir))
         assert len(item.model.metadata.get("parts") or [None]) == len(model.part_paths)
-    assert len(await storage.list_models()) == len(homes.expected)
+    projectors = [model.projector_path for model in listed.models if model.projector_path]
+    assert projectors and all(item.model.projector_model_id for item in first.results
+                              if next(m for m in listed.models if m.path == item.path).projector_path)
+    assert len(await storage.list_models()) == len(homes.expected) + len(projectors)  # projectors came along
 
     again = await discovery.discover()
     assert all(model.in_library for model in again.models)
@@ -199,7 +202,7 @@ async def test_link_import_adds_each_model_once_and_leaves_the_tools_files_untou
     }
     second = await discovery.import_found([model.path for model in listed.models], "link")
     assert [item.status for item in second.results] == ["already_in_library"] * len(homes.expected), [i for i in second.results if i.status == "failed"]
-    assert len(await storage.list_models()) == len(homes.expected)
+    assert len(await storage.list_models()) == len(homes.expected) + len(projectors)
     assert {**file_states(homes.home), **file_states(homes.scan_dir)} == before
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from model_manager.core.models import (
     DiscoverResult,
     DiscoveryLocation,
     DiscoverySkip,
+    LocalModel,
 )
 from model_manager.core.services.discovery import hf_cache, llama_cpp, lmstudio, ollama, scan_dirs
 from model_manager.core.services.discovery.check import LibraryView, check
@@ -27,6 +29,8 @@ from model_manager.core.services.discovery.found import Candidate, Findings, Ski
 from model_manager.core.services.library.ownership import Ownership
 from model_manager.core.services.library.records import to_api
 from model_manager.core.services.local_storage import LocalStorage
+
+logger = logging.getLogger("model_manager.discovery")
 
 Finder = Callable[[Path, Findings], None]
 
@@ -103,7 +107,25 @@ class Discovery:
             )
         except ModelManagerError as error:
             return DiscoverImportItem(path=path, status="failed", error_code=error.error_code, message=error.message)
+        if candidate.projector is not None:
+            model = await self._bring_projector(candidate, action, model)
         return DiscoverImportItem(path=path, status="imported" if created else "already_in_library", model=model)
+
+    async def _bring_projector(self, candidate: Candidate, action: str, model: LocalModel) -> LocalModel:
+        """Import the model's projector the same way and link the two (an Ollama projector blob is neither
+        named mmproj nor beside the model, so the library cannot pair them by itself). A projector that
+        cannot be imported leaves the model as it is: it still runs, without vision."""
+        try:
+            own_name = candidate.projector.name.lower().endswith(".gguf")  # an Ollama blob has none
+            projector, _ = await self.storage.import_file(
+                str(candidate.projector), action, f"{candidate.display_name or candidate.name} projector",
+                library_name=None if own_name else f"mmproj-{candidate.library_name}",
+            )
+            await self.storage.link_projector(model.model_id, projector.file_hash)
+            return await self.storage.get_model(model.model_id)
+        except ModelManagerError as error:
+            logger.warning("could not import the projector %s: %s", candidate.projector, error.message)
+            return model
 
     def places(self, env: Mapping[str, str] | None = None, home: Path | None = None) -> list[Place]:
         """Where discover looks, in this order (a file found twice is listed under the first)."""
