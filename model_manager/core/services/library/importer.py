@@ -15,6 +15,7 @@ from model_manager.core.catalogue import ModelRecord
 from model_manager.core.errors import (
     CrossFilesystemError,
     FileInUseError,
+    InsufficientStorageError,
     InvalidFileError,
     PathNotAllowedError,
     SourceFileNotFoundError,
@@ -92,12 +93,12 @@ class FileImports(CommitStep):
         source = await asyncio.to_thread(self._inspect_source, file_path, action, library_name)
         if source.existing is not None:
             return to_api(source.existing), False
-        digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
-        existing = await asyncio.to_thread(self._ready_model_with_files, [digest])
-        if existing is not None:
-            return to_api(existing), False
         display_name = files.choose_display_name(display_name, source.name)
         if action == "move" and await asyncio.to_thread(files.same_filesystem, source.path.parent, self.models_dir):
+            digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
+            existing = await asyncio.to_thread(self._ready_model_with_files, [digest])
+            if existing is not None:
+                return to_api(existing), False
             incoming = Incoming(source.path, source.name, digest, source.stat.st_size, unchanged_since=source.stat)
             try:
                 new_model = NewModel(display_name, summarize_metadata(source.header, source.name))
@@ -109,7 +110,17 @@ class FileImports(CommitStep):
                 if error.errno != errno.EXDEV:
                     raise
                 # Same device but another mount point (a bind mount): copy instead.
-        incoming, header = await self._stage_copy(source.path, source.stat, digest, source.name)
+        try:
+            await asyncio.to_thread(self._require_free_space, source.stat.st_size)
+        except InsufficientStorageError:
+            # No room for a copy; the library may hold these bytes already, which needs none.
+            digest = await asyncio.to_thread(files.hash_file, source.path, source.stat)
+            existing = await asyncio.to_thread(self._ready_model_with_files, [digest])
+            if existing is not None:
+                return to_api(existing), False
+            raise
+        # One pass: the copy is hashed as it is made, and the commit step drops it when the bytes are known.
+        incoming, header = await self._stage_copy(source.path, source.stat, None, source.name)
         record, created = await self._register([incoming], NewModel(display_name, summarize_metadata(header, source.name)))
         if created and action == "move":
             try:
@@ -303,15 +314,18 @@ class FileImports(CommitStep):
         return None
 
     async def _stage_copy(
-        self, source: Path, expected: os.stat_result, sha256: str, name: str
+        self, source: Path, expected: os.stat_result, sha256: str | None, name: str
     ) -> tuple[Incoming, GGUFHeader]:
-        """Copy `source` into a staging file, checking its bytes hash to `sha256`; returns it with its header."""
+        """Copy `source` into a staging file, hashing it on the way (and checking the hash is `sha256`, when
+        one is known); returns it with its header."""
         await asyncio.to_thread(self._require_free_space, expected.st_size)
         staging = await self._new_staging()
         try:
             await asyncio.to_thread(staging.copy_from, source, expected)
-            if await asyncio.to_thread(staging.finish) != sha256:
+            digest = await asyncio.to_thread(staging.finish)
+            if sha256 is not None and digest != sha256:
                 raise files.changed_error(name)
+            sha256 = digest
             header = await asyncio.to_thread(files.read_gguf_header, staging.path)  # of the very bytes we keep
         except BaseException:
             await self._discard(staging)
