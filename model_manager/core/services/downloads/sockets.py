@@ -83,21 +83,17 @@ class SocketStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         size = max(max_bytes, self._read_bytes)
-        while True:
-            try:
-                return self._sock.recv(size)
-            except (*_WOULD_BLOCK, ssl.SSLWantReadError):
-                await self._wait(readable=True, timeout=timeout, error=httpcore.ReadTimeout)
-            except ssl.SSLWantWriteError:
-                await self._wait(readable=False, timeout=timeout, error=httpcore.ReadTimeout)
-            except OSError as exc:
-                raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+        return await self._receive(lambda: self._sock.recv(size), timeout)
 
     async def read_into(self, view: memoryview, timeout: float | None = None) -> int:
         """Receive into `view` (no copy in Python); 0 when the peer closed the connection."""
+        return await self._receive(lambda: self._sock.recv_into(view), timeout)
+
+    async def _receive(self, receive, timeout: float | None):
+        """`receive()` once the socket is ready, waiting (up to `timeout`) as often as it would block."""
         while True:
             try:
-                return self._sock.recv_into(view)
+                return receive()
             except (*_WOULD_BLOCK, ssl.SSLWantReadError):
                 await self._wait(readable=True, timeout=timeout, error=httpcore.ReadTimeout)
             except ssl.SSLWantWriteError:

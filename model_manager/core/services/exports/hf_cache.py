@@ -24,16 +24,14 @@ from model_manager.core.services.exports.links import (
     remove_projector_link,
     write_new_file,
 )
-from model_manager.core.services.exports.source import ExportSource, slug
+from model_manager.core.services.exports.source import ExportSource, repo_or_local_name
 
 TARGET = "hf-cache"
 
 
 def default_name(source: ExportSource) -> str:
     """The Hub repo the model came from, else `local/<name>`."""
-    if source.repo_id and "/" in source.repo_id:
-        return source.repo_id
-    return f"local/{slug(source.display_name, r'a-zA-Z0-9._-')}"
+    return repo_or_local_name(source)
 
 
 def snapshot_commit(source: ExportSource) -> str:

@@ -15,16 +15,14 @@ from model_manager.core.services.exports.links import (
     remove_if_ours,
     remove_projector_link,
 )
-from model_manager.core.services.exports.source import ExportSource, slug
+from model_manager.core.services.exports.source import ExportSource, repo_or_local_name
 
 TARGET = "lmstudio"
 
 
 def default_name(source: ExportSource) -> str:
     """`publisher/repo` as LM Studio lists it: the Hub repo the model came from, else `local/<name>`."""
-    if source.repo_id and "/" in source.repo_id:
-        return source.repo_id
-    return f"local/{slug(source.display_name, r'a-zA-Z0-9._-')}"
+    return repo_or_local_name(source)
 
 
 def place(source: ExportSource, name: str, placed: Placed) -> dict:

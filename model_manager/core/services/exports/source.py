@@ -56,3 +56,10 @@ def slug(text: str, allowed: str = r"a-z0-9._-") -> str:
     """`text` in lower case with runs of anything outside `allowed` turned into one '-'."""
     value = re.sub(rf"[^{allowed}]+", "-", text.casefold()).strip("-._")
     return value[:80] or "model"
+
+
+def repo_or_local_name(source: ExportSource) -> str:
+    """`org/name`: the Hub repo the model came from, else `local/<its name>` (LM Studio and the HF cache)."""
+    if source.repo_id and "/" in source.repo_id:
+        return source.repo_id
+    return f"local/{slug(source.display_name, r'a-zA-Z0-9._-')}"
