@@ -22,6 +22,7 @@ from tests.core.test_library_data_safety import snapshot
 from tests.gguf_factory import sha256_of, write_gguf, write_split_model
 from tests.llama import harness
 from tests.llama.models import LLAMA_GQA, write_model
+from tests.requirements import require
 
 MIB = 1024 * 1024
 
@@ -176,10 +177,7 @@ def test_ollama_refuses_a_split_model_and_a_bad_name(client, home):
 
 
 def test_llama_cpp_loads_the_model_from_the_lmstudio_and_hf_cache_exports(client, home):
-    if not harness.available():
-        if os.environ.get("CI"):
-            pytest.fail("node-llama-cpp is not installed (./test.sh installs it into tests/llama/node_modules)")
-        pytest.skip("node-llama-cpp is not installed")
+    require(harness.available(), "node-llama-cpp is not installed (./test.sh installs it into tests/llama/node_modules)")
     source = write_model(home / "tiny-llama-F16.gguf", LLAMA_GQA)
     model = import_file(client, source).json()
     lmstudio = export(client, model["model_id"], "lmstudio", name="someone/Tiny-GGUF")
@@ -280,8 +278,8 @@ def test_register_keeps_the_file_where_it_is_and_delete_never_removes_it(client,
 
 def test_link_across_filesystems_is_a_clear_409_that_suggests_copy(client, home):
     shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(client.settings.models_dir).st_dev:
-        pytest.skip("no second filesystem at /dev/shm")
+    require(shm.is_dir() and os.stat(shm).st_dev != os.stat(client.settings.models_dir).st_dev,
+            "no second filesystem at /dev/shm to link across (a tmpfs on every Linux machine of this kind)")
     source = write_gguf(shm / f"mm-test-{os.getpid()}.gguf")
     try:
         body = assert_error(client.post("/local/import", json={"file_path": str(source), "action": "link"}),

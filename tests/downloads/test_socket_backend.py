@@ -20,12 +20,11 @@ import pytest
 
 from model_manager.core.services.downloads.body import DirectBody
 from model_manager.core.services.downloads.sockets import SocketBackend
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
+from tests.requirements import require
 
 @pytest.fixture
 def https_server(tmp_path):
+    require(shutil.which("openssl") is not None, "the openssl command makes the test certificate (Debian's openssl)")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),

