@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -29,3 +31,37 @@ def nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
+
+
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+_AT_FDCWD = -100
+
+
+def rename_no_replace(source: str | Path, target: str | Path) -> None:
+    """Rename `source` to `target`, atomically, and never over an existing file: FileExistsError instead.
+
+    Uses renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it, else a hard link followed
+    by unlinking the source (link never replaces either); a folder there is checked, then renamed.
+    Raises OSError (EXDEV across filesystems).
+    """
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # not this filesystem's: try a link
+            raise OSError(error, os.strerror(error), str(source), None, str(target))
+    if os.path.isdir(source) and not os.path.islink(source):  # no hard links for folders: check, then rename
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "File exists", str(target))
+        os.rename(source, target)
+        return
+    os.link(source, target, follow_symlinks=False)
+    try:
+        os.unlink(source)
+    except BaseException:
+        os.unlink(target)  # the same inode: the source is still there
+        raise

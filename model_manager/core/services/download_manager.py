@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import uuid
 from collections import deque
@@ -435,10 +434,8 @@ class DownloadManager:
         return True
 
     def _move_partials(self, from_id: str, to_id: str) -> None:
-        target = download_folder(self.settings.downloads_dir, to_id)
-        if target.exists():  # a rename must never replace anything
-            raise FileExistsError(f"{target} exists")
-        os.rename(download_folder(self.settings.downloads_dir, from_id), target)
+        # A rename must never replace anything, not even an empty folder.
+        disk.rename_no_replace(download_folder(self.settings.downloads_dir, from_id), download_folder(self.settings.downloads_dir, to_id))
 
     async def _forget_partial_bytes(self, earlier: DownloadRecord) -> None:
         """The failed attempt no longer holds bytes: its row (and job, if still in memory) says 0."""

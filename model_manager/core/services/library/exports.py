@@ -7,7 +7,6 @@ our links and manifests, and never a file that the other tool made itself. The p
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from model_manager.core.catalogue import ExportRecord, ModelRecord, utc_now

@@ -8,19 +8,20 @@ every caller: the tests do, to check that none of them runs on the event loop.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import os
 import stat
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from model_manager.core.errors import InsufficientStorageError, InvalidFileError
 from model_manager.core.gguf_format import is_gguf_filename, parse_split_name
-from model_manager.core.services.disk import is_disk_full, same_filesystem  # noqa: F401 (callers use files.same_filesystem)
+from model_manager.core.services.disk import (  # noqa: F401 (callers use files.same_filesystem, files.rename_no_replace)
+    is_disk_full,
+    rename_no_replace,
+    same_filesystem,
+)
 # Reading a header blocks too: the other modules call it as files.read_gguf_header, like the helpers below.
 from model_manager.core.gguf_format import read_gguf_header  # noqa: F401
 
@@ -140,34 +141,6 @@ def safe_name(filename: str) -> str:
 def name_key(name: str) -> str:
     """What two file names must differ in to live side by side on any filesystem: NFC form, case folded."""
     return unicodedata.normalize("NFC", name).casefold()
-
-
-_RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_renameat2 = getattr(_libc, "renameat2", None)
-if _renameat2 is not None:
-    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_AT_FDCWD = -100
-
-
-def rename_no_replace(source: str | Path, target: str | Path) -> None:
-    """Rename `source` to `target`, atomically, and never over an existing file: FileExistsError instead.
-
-    Uses renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it, else a hard link followed
-    by unlinking the source (link never replaces either). Raises OSError (EXDEV across filesystems).
-    """
-    if _renameat2 is not None:
-        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
-            return
-        error = ctypes.get_errno()
-        if error not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # not this filesystem's: try a link
-            raise OSError(error, os.strerror(error), str(source), None, str(target))
-    os.link(source, target, follow_symlinks=False)
-    try:
-        os.unlink(source)
-    except BaseException:
-        os.unlink(target)  # the same inode: the source is still there
-        raise
 
 
 def numbered(name: str, number: int) -> str:
