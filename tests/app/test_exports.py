@@ -109,7 +109,7 @@ def test_an_hf_cache_export_is_found_offline_by_huggingface_hub(client, home):
     listed = client.get(f"/local/models/{model['model_id']}").json()
     assert [e["target"] for e in listed["exports"]] == ["hf-cache"] and "hf-cache" in listed["run"]
     assert client.delete(f"/local/models/{model['model_id']}/exports/hf-cache").status_code == 204
-    assert scan_cache_dir(cache).repos == frozenset() and list(cache.iterdir()) == []
+    assert not cache.exists()  # every folder the export made went with it
     assert sha256_of(model["file_path"]) == model["file_hash"]
 
 
@@ -158,7 +158,7 @@ def test_an_ollama_export_is_a_manifest_whose_layers_are_their_blobs(client, hom
                                                        "architecture", "os"))
     assert client.delete(f"/local/models/{model['model_id']}/exports/ollama").status_code == 204
     assert not manifest_path.exists() and not model_blob.exists()
-    assert list((ollama_home(home) / "blobs").iterdir()) == []
+    assert not ollama_home(home).exists()  # every folder the export made went with it
 
 
 def test_ollama_refuses_a_split_model_and_a_bad_name(client, home):
@@ -245,7 +245,7 @@ def test_deleting_a_model_removes_every_export_and_nothing_the_tools_made(client
         export(client, model["model_id"], target)
     assert client.delete(f"/local/models/{model['model_id']}").status_code == 204
     assert {name: snapshot(home / name) for name in (".ollama", ".lmstudio")} == before
-    assert lmstudio_theirs.exists() and list((home / ".cache" / "huggingface" / "hub").iterdir()) == []
+    assert lmstudio_theirs.exists() and not (home / ".cache" / "huggingface").exists()
 
 
 def test_an_export_never_replaces_a_file_the_tool_already_has(client, home):
@@ -342,3 +342,16 @@ def test_the_fit_of_a_library_model_whose_header_cannot_be_sized_is_a_409(client
     assert "embedding_length" in body["message"]
     shown = client.get(f"/local/models/{model['model_id']}").json()  # its run command keeps the default context
     assert shown["run"]["llama.cpp"].endswith("-c 4096")
+
+
+def test_removing_an_export_leaves_the_folders_the_tool_already_had_even_empty(client, home):
+    theirs = home / ".lmstudio" / "models" / "someone" / "Repo"
+    theirs.mkdir(parents=True)  # LM Studio's own, empty
+    model = import_file(client, write_gguf(home / "mine.gguf", name="Mine")).json()
+    made = export(client, model["model_id"], "lmstudio", name="someone/Repo")
+    assert made["created_paths"] == [str(theirs / "mine.gguf")]
+    assert client.delete(f"/local/models/{model['model_id']}/exports/lmstudio").status_code == 204
+    assert theirs.is_dir() and list(theirs.iterdir()) == []
+    made = export(client, model["model_id"], "lmstudio", name="fresh/Repo")  # here every folder is ours
+    assert client.delete(f"/local/models/{model['model_id']}/exports/lmstudio").status_code == 204
+    assert not (home / ".lmstudio" / "models" / "fresh").exists() and theirs.is_dir()

@@ -19,7 +19,6 @@ from model_manager.core.services.exports.links import (
     Placed,
     identity_of,
     link_file,
-    remove_empty_folders,
     remove_if_ours,
     remove_projector_link,
     write_new_file,
@@ -87,7 +86,7 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
 
 
 def _symlink_to_blob(snapshot: Path, blob: Path, placed: Placed) -> None:
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    placed.make_parent(snapshot)
     relative = os.path.relpath(blob, snapshot.parent)
     if snapshot.is_symlink() and os.readlink(snapshot) == relative:
         return
@@ -117,6 +116,3 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
             remove_if_ours(path, owner)
         elif path.parent.name == "refs":
             remove_if_ours(path, content=commit.encode())
-    cache = tool_homes.hf_hub_cache()
-    for sub in (folder / "snapshots" / commit, folder / "blobs", folder / "refs"):
-        remove_empty_folders(sub, cache)

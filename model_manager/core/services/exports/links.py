@@ -23,7 +23,7 @@ class Placed:
     """What one export put on disk: the paths we created, and how the model's bytes are reached."""
 
     created: list[str] = field(default_factory=list)
-    created_folders: list[str] = field(default_factory=list)  # the topmost folder each mkdir made
+    created_folders: list[str] = field(default_factory=list)  # every folder the export made, outermost first
     methods: set[str] = field(default_factory=set)  # how each model file was reached: see `method`
     notes: list[str] = field(default_factory=list)
 
@@ -37,23 +37,17 @@ class Placed:
         return next((m for m in ("symlink", "hardlink") if m in self.methods), "existing")
 
     def make_parent(self, path: Path) -> None:
-        """Create `path`'s folder, remembering the topmost one made so that an undo can remove it."""
-        missing = path.parent
-        while not missing.parent.exists():
-            missing = missing.parent
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.created_folders.append(str(missing))
+        """Create `path`'s folder, remembering each folder made, so that only those are ever removed."""
+        missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.created_folders.extend(str(folder) for folder in reversed(missing))
 
     def undo(self) -> None:
         """Remove everything this export made so far (it failed half way); call it at once, in the same step."""
         for path in reversed(self.created):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        for folder in reversed(self.created_folders):
-            for root, _dirs, _files in os.walk(folder, topdown=False):
-                with contextlib.suppress(OSError):
-                    os.rmdir(root)
+        remove_created_folders(self.created_folders)
 
 
 def link_file(model_file: Path, target: Path, placed: Placed) -> None:
@@ -174,15 +168,12 @@ def remove_projector_link(details: dict, still_used: bool = False) -> None:
     remove_link_to(Path(projector["link"]), projector)
 
 
-def remove_empty_folders(start: Path, stop: Path) -> None:
-    """Remove `start` and its parents up to (not including) `stop` while they are empty."""
-    folder = start
-    while folder != stop and stop in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
+def remove_created_folders(folders: list[str]) -> None:
+    """Remove the folders an export made (listed outermost first), innermost first, each only while empty:
+    a folder the tool made, or one that holds anything now, is never touched."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def _taken(target: Path) -> FileInUseError:

@@ -11,7 +11,6 @@ from model_manager.core.services.exports.links import (
     Placed,
     identity_of,
     link_file,
-    remove_empty_folders,
     remove_if_ours,
     remove_projector_link,
 )
@@ -41,14 +40,11 @@ def place(source: ExportSource, name: str, placed: Placed) -> dict:
 
 
 def remove(source: ExportSource, created: list[str], details: dict) -> None:
-    models = tool_homes.lmstudio_home() / "models"
     projector_link = (details.get("projector") or {}).get("link")
     if projector_link:  # checked against what we linked: the projector model may be gone
         remove_projector_link(details)
-        remove_empty_folders(Path(projector_link).parent, models)
     for path in map(Path, created):
         if str(path) == projector_link:
             continue
         owner = next((f for f in source.files if f.name == path.name), source.files[0])
         remove_if_ours(path, owner)
-        remove_empty_folders(path.parent, models)

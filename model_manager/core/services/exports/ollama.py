@@ -19,7 +19,6 @@ from model_manager.core.services.exports.links import (
     Placed,
     identity_of,
     link_file,
-    remove_empty_folders,
     remove_if_ours,
     remove_projector_link,
     write_new_file,
@@ -141,7 +140,6 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
         try:
             if hashlib.sha256(manifest_path.read_bytes()).hexdigest() == details.get("manifest_sha256"):
                 manifest_path.unlink()
-                remove_empty_folders(manifest_path.parent, home / "manifests")
         except FileNotFoundError:
             pass
     still_named = _digests_in_manifests(home)

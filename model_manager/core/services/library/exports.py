@@ -7,13 +7,14 @@ our links and manifests, and never a file that the other tool made itself. The p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from model_manager.core.catalogue import ExportRecord, ModelRecord, utc_now
 from model_manager.core.errors import ModelNotFoundError, NotFoundError, SourceFileNotFoundError
 from model_manager.core.models import ModelExport
 from model_manager.core.services.exports import EXPORTERS
-from model_manager.core.services.exports.links import Placed
+from model_manager.core.services.exports.links import Placed, remove_created_folders
 from model_manager.core.services.exports.source import ExportSource
 from model_manager.core.services.library.records import find_projector, to_api_export
 from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
@@ -53,7 +54,7 @@ class Exports(LibraryState):
             target=target,
             name=details.get("name", name),
             created_paths=placed.created,
-            details={**details, "method": placed.method, "notes": placed.notes},
+            details={**details, "method": placed.method, "notes": placed.notes, "created_folders": placed.created_folders},
             created_at=utc_now(),
         )
         try:
@@ -80,15 +81,26 @@ class Exports(LibraryState):
 
     def _remove_export(self, record: ModelRecord, export: ExportRecord) -> None:
         source = ExportSource.of(record, find_projector(self.catalogue, record))
+        others = [e for e in self.catalogue.list_exports() if (e.model_id, e.target) != (record.model_id, export.target)]
         # A projector link serves every variant exported to the same place: it stays while another export names it.
-        in_use = {
-            (other.details.get("projector") or {}).get("link")
-            for other in self.catalogue.list_exports()
-            if (other.model_id, other.target) != (record.model_id, export.target)
-        }
+        in_use = {(other.details.get("projector") or {}).get("link") for other in others}
         details = {**export.details, "projector_links_in_use": sorted(link for link in in_use if link)}
         EXPORTERS[export.target].remove(source, export.created_paths, details)
+        folders = export.details.get("created_folders", [])
+        remove_created_folders(folders)
+        self._hand_over_folders([folder for folder in folders if os.path.isdir(folder)], others)
         self.catalogue.delete_export(record.model_id, export.target)
+
+    def _hand_over_folders(self, folders: list[str], others: list[ExportRecord]) -> None:
+        """Folders this export made that another export's links still fill become that export's to remove."""
+        for folder in folders:
+            for other in others:
+                paths = [*other.created_paths, (other.details.get("projector") or {}).get("link") or ""]
+                if any(path.startswith(folder + os.sep) for path in paths):
+                    mine = other.details.setdefault("created_folders", [])
+                    mine[:] = sorted({*mine, folder}, key=lambda path: path.count(os.sep))  # outermost first
+                    self.catalogue.save_export(other)
+                    break
 
     def _remove_all_exports(self, record: ModelRecord) -> None:
         """Before a model's files go: remove every export while the links can still be checked against them."""
