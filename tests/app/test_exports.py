@@ -355,3 +355,13 @@ def test_removing_an_export_leaves_the_folders_the_tool_already_had_even_empty(c
     made = export(client, model["model_id"], "lmstudio", name="fresh/Repo")  # here every folder is ours
     assert client.delete(f"/local/models/{model['model_id']}/exports/lmstudio").status_code == 204
     assert not (home / ".lmstudio" / "models" / "fresh").exists() and theirs.is_dir()
+
+
+def test_removing_an_hf_cache_export_leaves_a_snapshot_file_the_person_put_in_its_place(client, home):
+    model = import_file(client, write_gguf(home / "tiny.gguf")).json()
+    made = export(client, model["model_id"], "hf-cache", name="someone/Tiny-GGUF")
+    snapshot = next(Path(p) for p in made["created_paths"] if "snapshots" in Path(p).parts)
+    snapshot.unlink()
+    snapshot.symlink_to(home / "tiny.gguf")  # the person's own link now stands there
+    assert client.delete(f"/local/models/{model['model_id']}/exports/hf-cache").status_code == 204
+    assert snapshot.is_symlink() and os.readlink(snapshot) == str(home / "tiny.gguf")

@@ -101,8 +101,11 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
     """Remove our snapshot links, our blob links that no other snapshot uses, and refs/main if still ours."""
     folder = Path(details["folder"])
     commit = details.get("commit", "")
+    projector_blob = (details.get("projector") or {}).get("link")
+    ours = {*source.sha256, source.projector_sha256, Path(projector_blob).name if projector_blob else None}
     for path in map(Path, created):
-        if path.parent.parent.name == "snapshots" and path.is_symlink():
+        # Only while it still is our link: a symlink into this repo's blobs, named by one of our hashes.
+        if path.parent.parent.name == "snapshots" and path.is_symlink() and Path(os.readlink(path)).name in ours:
             path.unlink()
     used = {os.path.realpath(p) for p in (folder / "snapshots").rglob("*") if p.is_symlink()}
     projector_link = (details.get("projector") or {}).get("link")
