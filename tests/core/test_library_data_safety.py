@@ -324,3 +324,26 @@ def test_deleting_a_model_another_process_has_open_is_refused_unless_forced(tmp_
             holder.kill()
             holder.wait()
     assert not Path(model["file_path"]).exists() and catalogue_row_count(settings) == 0
+
+
+def test_a_broken_gguf_that_a_process_holds_open_is_kept_until_it_is_closed(tmp_path, home):
+    settings = home_settings(tmp_path, home)
+    with app_client(settings) as client:
+        wait_for_rescan(client)
+        broken = Path(settings.models_dir) / "being-written.gguf"
+        broken.write_bytes(b"not yet a gguf")
+        an_hour_ago = time.time() - 3600  # old enough: only the open file keeps it
+        os.utime(broken, (an_hour_ago, an_hour_ago))
+        writer = subprocess.Popen([sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'ab')\n"
+                                   "print('ready', flush=True); time.sleep(60)", str(broken)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout.readline().strip() == "ready"
+            result = client.post("/local/storage/cleanup").json()
+            assert result["removed_files"] == [] and str(broken) in result["kept_foreign"]
+            assert broken.read_bytes() == b"not yet a gguf"
+        finally:
+            writer.kill()
+            writer.wait()
+        assert client.post("/local/storage/cleanup").json()["removed_files"] == ["being-written.gguf"]
+    assert not broken.exists()

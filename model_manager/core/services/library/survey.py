@@ -91,6 +91,7 @@ def _survey_models_dir(places: Places, ownership: Ownership, result: Survey) -> 
     if not root.is_dir():
         return
     candidates: list[tuple[Path, os.stat_result]] = []
+    broken: list[tuple[Path, os.stat_result]] = []  # provably not GGUF, untouched for a while
     for path, info, depth in _walk(root, places):
         key = (info.st_dev, info.st_ino)
         if ownership.owns(key):
@@ -109,11 +110,23 @@ def _survey_models_dir(places: Places, ownership: Ownership, result: Survey) -> 
         verdict = _check_gguf(path)
         if verdict == "valid":
             candidates.append((path, info))
-        elif verdict == "junk" and depth == 0 and _idle(path, info):
-            result.junk.append((str(path), info.st_size))
+        elif verdict == "junk" and depth == 0 and time.time() - info.st_mtime >= JUNK_GRACE_SECONDS:
+            broken.append((path, info))
         else:
             result.kept_foreign.append(str(path))
+    _sort_broken(broken, result)
     _group_models(candidates, result)
+
+
+def _sort_broken(broken: list[tuple[Path, os.stat_result]], result: Survey) -> None:
+    """Broken files that no process holds open are junk; the rest may still be being written: kept.
+    One look through /proc for all of them."""
+    in_use = open_files.processes_using((info.st_dev, info.st_ino) for _path, info in broken)
+    for path, info in broken:
+        if (info.st_dev, info.st_ino) in in_use:
+            result.kept_foreign.append(str(path))
+        else:
+            result.junk.append((str(path), info.st_size))
 
 
 def _walk(root: Path, places: Places):
@@ -160,13 +173,6 @@ def _check_gguf(path: Path) -> str:
     except OSError:
         return "unknown"
     return "valid"
-
-
-def _idle(path: Path, info: os.stat_result) -> bool:
-    """Untouched for a while and open in no process: nobody is still writing it."""
-    if time.time() - info.st_mtime < JUNK_GRACE_SECONDS:
-        return False
-    return not open_files.processes_using([(info.st_dev, info.st_ino)])
 
 
 def _group_models(candidates: list[tuple[Path, os.stat_result]], result: Survey) -> None:
