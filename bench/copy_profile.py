@@ -42,7 +42,7 @@ def timed(folder: Path, source_path: Path, work) -> float:
     target_path = folder / "target.bin"
     target_path.unlink(missing_ok=True)
     source = os.open(source_path, os.O_RDONLY)
-    target = os.open(target_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    target = os.open(target_path, os.O_RDWR | os.O_CREAT, 0o644)
     start = time.perf_counter()
     work(source, target)
     os.fsync(target)

@@ -33,7 +33,7 @@ class StagingFile:
         self._lock = threading.Lock()
         registry.add(str(self.path))  # before the file exists, so cleanup never takes it for an orphan
         try:
-            self._file = open(self.path, "xb")
+            self._file = open(self.path, "x+b")  # readable: the hash maps the copied pages
         except BaseException:
             registry.discard(str(self.path))
             raise
@@ -50,8 +50,8 @@ class StagingFile:
     def copy_from(self, source: Path, expected: os.stat_result) -> None:
         """Append the bytes of `source`, which must still be the file `expected` describes.
 
-        One pass (`fast_copy.py`): the kernel copies (a reflink, or copy_file_range) while the source
-        is hashed on a second thread; memory stays at one buffer. Raises `InvalidFileError` when the
+        One pass (`fast_copy.py`): the kernel copies (a reflink, or copy_file_range) while a second
+        thread hashes what is copied; memory stays at one buffer. Raises `InvalidFileError` when the
         source changed or the import was stopped, `InsufficientStorageError` on a full disk.
         """
         from model_manager.core.services.library import fast_copy  # here: the rest of this module is not ours
