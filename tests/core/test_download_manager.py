@@ -217,6 +217,23 @@ async def test_large_files_come_over_parallel_ranges_from_one_redirect(hub_env, 
     assert all(r.authorization is None for r in cdn)
 
 
+async def test_a_server_that_ignores_ranges_gets_one_connection_from_the_first_byte(hub_env, tmp_path):
+    data = gguf_bytes(tmp_path, 6_000_000)
+    add_model_repo(hub_env, {FILE: data})
+    hub_env.ignore_ranges = True
+    settings = download_settings(tmp_path, hub_env, DOWNLOAD_CONNECTIONS=4, DOWNLOAD_PARALLEL_THRESHOLD_BYTES=2_000_000)
+    async with running_manager(settings) as (manager, catalogue, _):
+        status = await wait_finished(manager, await enqueue(manager))
+        assert catalogue.get_model(status.model_id).file_hash == _sha256(data)
+
+    assert status.status == "completed", status.error_message
+    assert status.sha256 == _sha256(data) and sha256_of(status.local_file_path) == _sha256(data)
+    gets = [r for r in hub_env.requests if r.method == "GET" and (r.host == "cdn" or "/resolve/" in r.path)]
+    assert "range" in gets[0].headers, "a parallel download was tried first"
+    assert "range" not in gets[-1].headers, "then the whole file from the first byte"
+    assert partial_folders(settings) == []
+
+
 async def test_the_same_file_requested_twice_gives_the_same_id(hub_env, tmp_path):
     add_model_repo(hub_env, {FILE: gguf_bytes(tmp_path, 400_000)})
     hub_env.throttle_bytes_per_second = 1_000_000

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
+import mmap
 import os
 import random
 
@@ -56,6 +58,39 @@ def test_a_hash_with_a_gap_does_not_finish(tmp_path):
     digest.written(50_000, data[50_000:])
     with pytest.raises(RuntimeError, match="never written"):
         digest.finish(len(data))
+
+
+def test_bytes_counted_but_missing_from_the_file_fail_the_hash_and_do_not_crash(tmp_path):
+    """Written bytes are hashed from mapped pages: past the end of the file that would be SIGBUS."""
+    path = tmp_path / "file.part"
+    data = os.urandom(1_000_000)
+    path.write_bytes(data)
+    digest = OrderedSha256(path, already_written=[(0, 2_000_000)])  # a state that claims more
+    with pytest.raises(RuntimeError, match="ends at 1000000, before 2000000"):
+        digest.finish(2_000_000)
+
+
+def test_a_file_that_cannot_be_mapped_is_read_back_instead(tmp_path, monkeypatch):
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    data = os.urandom(2_000_000)
+    path = tmp_path / "file.part"
+    path.touch()
+    digest = OrderedSha256(path)
+    _write_out_of_order(path, data, [(1_000_000, 2_000_000), (0, 1_000_000)], digest)
+    assert digest.finish(len(data)) == hashlib.sha256(data).hexdigest()
+
+
+def test_an_aborted_hash_lets_go_of_the_file_before_it_may_be_cut(tmp_path):
+    path = tmp_path / "file.part"
+    data = os.urandom(3_000_000)
+    path.write_bytes(data)
+    digest = OrderedSha256(path, already_written=[(0, len(data))])
+    digest.abort_and_wait()
+    assert not digest._thread.is_alive()
+    os.truncate(path, 0)  # what a restart from scratch does next
 
 
 def test_small_files_are_one_part_and_large_ones_many_contiguous_parts():

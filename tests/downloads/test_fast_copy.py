@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -147,7 +148,7 @@ def test_a_target_that_cannot_be_mapped_is_hashed_from_the_source(tmp_path, monk
     def no_mmap(*args, **kwargs):
         raise OSError(errno.ENODEV, "No such device")
 
-    monkeypatch.setattr(fast_copy.mmap, "mmap", no_mmap)
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
     staging, digest, _ = _copy(tmp_path, source)
     assert digest == hashlib.sha256(data).hexdigest() and staging.path.read_bytes() == data
     # A write-only target is never mapped either.

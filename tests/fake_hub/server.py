@@ -369,6 +369,7 @@ class FakeHub:
             self.file_status_times: int | None = None  # None = every request
             self.retry_after: int = 7
             self.api_delay_seconds: float = 0
+            self.ignore_ranges: bool = False  # answer every file request with the whole file, as some servers do
 
     def reset(self) -> None:
         """Back to a fresh hub: no repos, no faults, no recorded requests, default tokens and page size."""
@@ -1017,7 +1018,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, start, end = 200, 0, size - 1
         range_header = self._headers.get("range")
         if_range = self._headers.get("if-range")
-        if range_header and (if_range is None or _etag_matches(if_range, etag)):
+        if range_header and not self.hub.ignore_ranges and (if_range is None or _etag_matches(if_range, etag)):
             parsed = _parse_range(range_header, size)
             if parsed is None:
                 raise _Reply(416, "Requested Range Not Satisfiable", headers={"Content-Range": f"bytes */{size}"})

@@ -1,7 +1,8 @@
-"""The disks under the storage folders: free space, same filesystem or not, a full disk recognised."""
+"""The disks under the storage folders: free space, same filesystem or not, a full disk recognised, write-back."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -65,3 +66,14 @@ def rename_no_replace(source: str | Path, target: str | Path) -> None:
     except BaseException:
         os.unlink(target)  # the same inode: the source is still there
         raise
+
+
+def start_write_back(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these just-written pages to the disk now, without waiting for it,
+    so that a later fsync has little left to do instead of the whole file.
+
+    `posix_fadvise(DONTNEED)` on dirty pages starts their write-back and keeps them in the page cache
+    (only clean pages are dropped, and these are not clean yet), so they can still be hashed from there.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)

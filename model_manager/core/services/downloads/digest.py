@@ -2,8 +2,9 @@
 
 A hash must see the bytes in file order. Bytes written exactly where the hash has reached are hashed
 from the buffer they were written from; bytes written further ahead (by another connection of a
-parallel download, or by an earlier run of a resumed one) are read back from the file once the hash
-reaches them, usually from the page cache. Hashing runs on its own thread (`hashlib` releases the GIL),
+parallel download, or by an earlier run of a resumed one) are hashed from the file once the hash
+reaches them, usually from the page cache, mapped rather than read (`page_hash.py`: with several
+connections most bytes come this way). Hashing runs on its own thread (`hashlib` releases the GIL),
 beside the network and the disk writes; it holds no bytes of its own.
 """
 
@@ -17,7 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-_READ_BLOCK = 4 * 1024 * 1024
+from model_manager.core.services.page_hash import BLOCK, hash_pages
+
 _STOP = object()
 
 
@@ -37,6 +39,7 @@ class OrderedSha256:
         self._aborted = False
         self._error: BaseException | None = None
         self._file = None
+        self._mapped = True  # hash written bytes from their mapped pages (False: read them)
         self._thread = threading.Thread(target=self._run, name="download-sha256", daemon=True)
         self._thread.start()
 
@@ -71,6 +74,12 @@ class OrderedSha256:
         """Stop hashing; the thread releases what it holds and ends soon, without being waited for."""
         self._aborted = True
         self._queue.put(_STOP)
+
+    def abort_and_wait(self) -> None:
+        """Stop hashing and wait until the thread has let go of the file (blocking): call before the file
+        is cut short, which must never happen under its mapping."""
+        self.abort()
+        self._thread.join()
 
     # ------------------------------------------------------------ the hashing thread
 
@@ -114,12 +123,23 @@ class OrderedSha256:
             start, end = self._ahead.pop(0)
             if self._file is None:
                 self._file = open(self._path, "rb", buffering=0)
+            on_disk = os.fstat(self._file.fileno()).st_size
+            if on_disk < end:  # never map past the end of the file: that is SIGBUS, not a short read
+                raise RuntimeError(f"{self._path} ends at {on_disk}, before {end}")
             while self._position < end and not self._aborted:
-                block = os.pread(self._file.fileno(), min(_READ_BLOCK, end - self._position), self._position)
-                if not block:
-                    raise RuntimeError(f"{self._path} ends at {self._position}, before {end}")
-                self._hash.update(block)
-                self._position += len(block)
+                count = min(BLOCK, end - self._position)
+                if self._mapped:
+                    try:
+                        hash_pages(self._file.fileno(), self._position, count, self._hash)
+                    except OSError:  # a filesystem that cannot map files: read them instead
+                        self._mapped = False
+                        continue
+                else:
+                    block = os.pread(self._file.fileno(), count, self._position)
+                    if len(block) != count:
+                        raise RuntimeError(f"{self._path} ends at {self._position + len(block)}, before {end}")
+                    self._hash.update(block)
+                self._position += count
 
     def _add_ahead(self, start: int, end: int) -> None:
         if end <= start:

@@ -212,11 +212,12 @@ class FileTransfer:
         return ConnectionWriter(self._write_blocking, buffer_bytes)
 
     async def _restart_from_scratch(self) -> None:
-        if self._digest is not None:
-            self._digest.abort()
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._partial.reset, [Part(0, self._partial.size)]
-        )
+        def reset() -> None:
+            if self._digest is not None:
+                self._digest.abort_and_wait()  # the hash maps the file: it must let go before the file is cut
+            self._partial.reset([Part(0, self._partial.size)])
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, reset)
         self._start_digest()
 
     def _start_digest(self) -> None:

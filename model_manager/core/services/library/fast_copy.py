@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import mmap
 import os
 import threading
 from collections.abc import Callable
 from typing import Any, ContextManager
+
+from model_manager.core.services.disk import start_write_back
+from model_manager.core.services.page_hash import hash_pages
 
 COPY_CHUNK = 8 * 1024 * 1024  # bytes per copy_file_range call; also how often the caller's guard runs
 HASH_BLOCK = 8 * 1024 * 1024
@@ -101,7 +103,7 @@ def _kernel_copy_with_hash(
                     raise
                 if count == 0:
                     raise SourceShrank(f"the source ended after {done} of {size} bytes")
-                _start_write_back(target_fd, target_offset + done, count)
+                start_write_back(target_fd, target_offset + done, count)
             done += count
             progress.copied(done)
             if hasher is None:  # started once the kernel copy is known to work
@@ -154,10 +156,9 @@ def _readable_copy_of(target_fd: int) -> int | None:
 
 
 def _hash_behind(progress: _Progress, pages: int | None, source_fd: int, target_offset: int, size: int, digest: Any) -> None:
-    """Hash the bytes as the copy makes them: mapped from the target's page cache, so the hash is of the
-    very bytes kept and hashlib reads them in place (no copy into a buffer: about 10% faster than
-    reading); from the source through one buffer when the target cannot be mapped. The source is never
-    mapped: a file cut short under a mapping kills the process (SIGBUS), and the source is not ours."""
+    """Hash the bytes as the copy makes them: from the target's pages (`page_hash`), so the hash is of the
+    very bytes kept; from the source through one buffer when the target cannot be mapped. The source is
+    never mapped: it is not ours (see `page_hash`)."""
     buffer = memoryview(bytearray(HASH_BLOCK)) if pages is None else None
     hashed = 0
     while hashed < size:
@@ -168,7 +169,7 @@ def _hash_behind(progress: _Progress, pages: int | None, source_fd: int, target_
             count = min(HASH_BLOCK, copied - hashed)
             if pages is not None:
                 try:
-                    _hash_mapped(pages, target_offset + hashed, count, digest)
+                    hash_pages(pages, target_offset + hashed, count, digest)
                 except OSError:  # a filesystem without mmap: read the source instead
                     pages, buffer = None, memoryview(bytearray(HASH_BLOCK))
                     continue
@@ -178,12 +179,6 @@ def _hash_behind(progress: _Progress, pages: int | None, source_fd: int, target_
                     raise SourceShrank(f"the source ended after {hashed} of {size} bytes")
                 digest.update(buffer[:count])
             hashed += count
-
-
-def _hash_mapped(fd: int, offset: int, count: int, digest: Any) -> None:
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    with mmap.mmap(fd, offset + count - start, offset=start, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
-        digest.update(view[offset - start :])
 
 
 def _hash_range(source_fd: int, size: int, digest: Any, stop: threading.Event) -> None:
@@ -214,9 +209,3 @@ def _copy_through_buffer(
             while written < count:
                 written += os.pwrite(target_fd, view[written:count], target_offset + done + written)
         done += count
-
-
-def _start_write_back(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing these dirty pages now, without waiting for it."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
