@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_manager.core.services.disk import start_write_back
+
 _STATE_VERSION = 1
 
 
@@ -161,10 +163,12 @@ class PartialFile:
         """Write `data` at `offset` (blocking). Raises OSError, ENOSPC included."""
         fd = self._require_fd()
         view = memoryview(data)
+        start, length = offset, len(view)
         while view:
             count = os.pwrite(fd, view, offset)
             offset += count
             view = view[count:]
+        start_write_back(fd, start, length)  # so the fsyncs of checkpoints and of the end have little to do
 
     def sync(self) -> None:
         """Flush the written bytes to the disk (blocking)."""
