@@ -132,31 +132,6 @@ def test_connections_double_while_they_pay_off_and_fall_back_when_they_do_not():
     assert (rest.offset, rest.end, len(parts)) == (100 * MIB, 1000 * MIB, 2), "one request for the rest"
 
 
-def _run_scheduler(scheduler: PartScheduler, speed_of, steps: int) -> list[int]:
-    """The connections wanted after each second when `speed_of(n)` MiB/s arrive over n connections."""
-    now, received = 0.0, 0
-    scheduler.observe(now, received)
-    wanted = []
-    for _ in range(steps):
-        now, received = now + 1, received + speed_of(scheduler.wanted) * MIB
-        wanted.append(scheduler.observe(now, received))
-    return wanted
-
-
-def test_a_full_link_sheds_the_connections_that_do_not_add_speed():
-    parts = [Part(offset, 16 * MIB) for offset in range(0, 1024 * MIB, 16 * MIB)]
-    full = PartScheduler(parts, max_connections=8, min_part_bytes=MIB, initial=4)
-    # Loopback or a fast mirror: the link (or the CPU) is as full with one connection as with eight.
-    assert _run_scheduler(full, lambda n: 700, 5) == [8, 2, 1, 1, 1]
-    parts[0].busy, parts[0].completed = True, 16 * MIB
-    rest = full.next_part()
-    assert (rest.offset, rest.end, len(parts)) == (16 * MIB, 1024 * MIB, 2), "one request for the rest"
-    # 200 MiB/s per connection, 700 in all: four fill it, two do not.
-    assert _run_scheduler(PartScheduler(list(parts), 8, MIB, initial=4), lambda n: min(700, 200 * n), 4) == [8, 2, 4, 4]
-    # A CDN capping each connection at 50 MB/s: all eight stay.
-    assert _run_scheduler(PartScheduler(list(parts), 8, MIB, initial=4), lambda n: 50 * n, 4) == [8, 8, 8, 8]
-
-
 def test_saved_parts_come_back_and_a_different_file_starts_over(tmp_path):
     partial = PartialFile.open(tmp_path, 0, size=300, sha256="a" * 64)
     partial.parts = [Part(0, 100), Part(100, 200)]

@@ -4,14 +4,11 @@ Parts are handed out in file order, so the hash (see `digest.py`) keeps close be
 none is left, an idle connection takes half of the biggest part still in flight, so the last bytes do
 not wait for one slow link (as `aria2c` does).
 
-Connections are added while they pay off, as a congestion window grows: one at first (four for a large
-file), then twice as many each time the last doubling raised the total speed by a tenth or more, up to
-the maximum. A CDN that caps each connection gets all of them within a second. When a doubling did not
-pay, the link (or the CPU) is full: connections are then halved while the speed stays within a tenth of
-the best seen, because fewer do the same work cheaper (the bytes of every connection but the one at the
-hash's position are hashed back from the page cache, and each adds a writer thread and requests). A
-link that one connection fills ends with one, which then asks for the rest of the file in one request
-instead of part by part.
+Connections are added while they pay off, as a congestion window grows: one at first, then twice as many
+each time the last doubling raised the total speed by a tenth or more, up to the maximum. A CDN that
+caps each connection gets all of them within a second; a link (or a CPU) that one connection
+already fills keeps one, which is then faster than many: they would only add work. That one connection
+then asks for the rest of the file in one request instead of part by part.
 """
 
 from __future__ import annotations
@@ -46,10 +43,9 @@ class PartScheduler:
         self.min_part_bytes = min_part_bytes
         self.wanted = max(1, min(initial, max_connections))  # connections that should be running
         self.running = 0  # connections working (maintained by the caller)
-        self._phase = "growing" if max_connections > 1 else "settled"  # then "shrinking", then "settled"
+        self._growing = max_connections > 1
         self._since: tuple[float, int] | None = None  # (time, bytes received) when `wanted` last changed
-        self._previous = (self.wanted, 0.0)  # connections before the last doubling, and their speed
-        self._best_speed = 0.0
+        self._previous_speed = 0.0
 
     def next_part(self) -> Part | None:
         """The part a connection should fetch next, or None when it should stop (no work, or too many)."""
@@ -57,7 +53,7 @@ class PartScheduler:
             return None
         for part in self.parts:
             if not part.busy and not part.done:
-                if self.wanted == 1 and self._phase == "settled":
+                if self.wanted == 1 and not self._growing:
                     self._absorb_untouched_followers(part)  # one connection: one request for the rest
                 return part
         return self._split_biggest()
@@ -72,40 +68,20 @@ class PartScheduler:
             self._since = (now, received)
             return self.wanted
         started, received_then = self._since
-        if self._phase == "settled" or now - started < PROBE_SECONDS:
+        if not self._growing or now - started < PROBE_SECONDS:
             return self.wanted
         speed = (received - received_then) / (now - started)
-        if self._phase == "growing":
-            self._grow(speed)
+        if self.wanted == 1 or speed >= WORTH_IT * self._previous_speed:
+            if self.wanted >= self.max_connections:
+                self._growing = False
+            else:
+                self._previous_speed = speed
+                self.wanted = min(self.max_connections, self.wanted * 2)
         else:
-            self._shrink(speed)
-        self._best_speed = max(self._best_speed, speed)
+            self.wanted = max(1, self.wanted // 2)  # the last doubling did not pay: go back and stay
+            self._growing = False
         self._since = (now, received)
         return self.wanted
-
-    def _grow(self, speed: float) -> None:
-        if self.wanted == 1 or speed >= WORTH_IT * self._previous[1]:
-            if self.wanted >= self.max_connections:
-                self._phase = "settled"
-            else:
-                self._previous = (self.wanted, speed)
-                self.wanted = min(self.max_connections, self.wanted * 2)
-            return
-        as_fast = self._previous[0]  # the last doubling did not pay: as many as before did as well
-        if as_fast == 1:
-            self.wanted, self._phase = 1, "settled"
-        else:
-            self.wanted, self._phase = as_fast // 2, "shrinking"  # would half of those, too?
-
-    def _shrink(self, speed: float) -> None:
-        if speed * WORTH_IT >= self._best_speed:
-            if self.wanted == 1:
-                self._phase = "settled"
-            else:
-                self.wanted //= 2  # as fast with fewer: fewer still?
-        else:
-            self.wanted *= 2  # the last halving cost speed: back, and stay
-            self._phase = "settled"
 
     def _absorb_untouched_followers(self, part: Part) -> None:
         index = self.parts.index(part) + 1

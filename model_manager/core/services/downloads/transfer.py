@@ -167,8 +167,7 @@ class FileTransfer:
         await self._resolve_target()
         # A large file starts on four connections: two probes less when a CDN caps each connection (0.86x
         # aria2c -x8 at 50 MB/s per connection, against 1.16-1.33x starting from two), and little lost when
-        # one would do (the others' bytes are hashed back from the page cache, and the scheduler sheds
-        # connections that add no speed within a second).
+        # one would do (the others' bytes are hashed back from the page cache; it falls back to four).
         large = (self._partial.size or 0) >= LARGE_FILE_BYTES
         scheduler = PartScheduler(
             parts, self._options.connections, self._options.min_part_bytes, initial=4 if large else 1
