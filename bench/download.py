@@ -1,6 +1,6 @@
 """Download benchmark: our engine against curl, aria2c -x8 and hf_hub_download, over loopback from the fake Hub.
 
-    .venv/bin/python bench/download.py [--rounds 3] [--size-mb 1024] [--small-mb 253] [--throttle-mb 50]
+    .venv/bin/python bench/download.py [--rounds 5] [--size-mb 1024] [--small-mb 253] [--throttle-mb 50]
 
 The fake Hub (with its CDN redirect) runs in a child process and the service (uvicorn, as `./start.sh`
 runs it) in another, so neither shares a CPU or a GIL with this script. "ours" is the whole product path,
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="the big file, MiB")
     parser.add_argument("--small-mb", type=int, default=253, help="the smaller file, MB (10^6 bytes)")
     parser.add_argument("--throttle-mb", type=int, default=50, help="per-connection cap of the throttled case, MB/s")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are printed")
     parser.add_argument("--slow-rounds", type=int, default=1, help="rounds of curl/hf_hub_download when throttled")
     parser.add_argument("--cases", default="big,small,throttled", help="comma-separated subset of the cases")
     parser.add_argument("--serve-hub", help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 """Import benchmark: `POST /local/import` (copy and move) against cp + fsync and hashlib, on the same disk.
 
-    .venv/bin/python bench/import.py [--rounds 3] [--size-mb 1024]
+    .venv/bin/python bench/import.py [--rounds 5] [--size-mb 1024]
 
 The service (uvicorn, as `./start.sh` runs it) runs in a child process. "ours" is timed from the request
 to its answer: checks, SHA-256, the copy (or rename), fsync, GGUF header, registration. The yardsticks
@@ -61,7 +61,7 @@ def cp_fsync(source: Path, target: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="the model file, MiB")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are printed")
     args = parser.parse_args()
 
     from tests.gguf_factory import write_gguf
