@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -88,6 +88,17 @@ _MIGRATIONS: list[str] = [
     DROP INDEX local_models_hash;
     CREATE INDEX local_models_by_hash ON local_models (file_hash);
     """,
+    # The files of a deleted model, from the moment its row goes until they are removed: a crash in
+    # between finishes the delete at the next start, instead of the files being adopted back as a model.
+    """
+    CREATE TABLE files_to_remove (
+        path TEXT PRIMARY KEY,
+        device INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        changed_ns INTEGER NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -125,6 +136,18 @@ class ModelRecord:
     @property
     def all_paths(self) -> list[str]:
         return self.part_paths or [self.file_path]
+
+
+@dataclass(frozen=True)
+class FileToRemove:
+    """A file of a deleted model, as it was when the model was deleted: removed only while it still is.
+    The change time tells a new file from it that reuses its inode and size (st_ctime cannot be set back)."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    changed_ns: int
 
 
 @dataclass
@@ -308,10 +331,25 @@ class Catalogue:
             db.execute("UPDATE local_models SET metadata = ? WHERE model_id = ?", (json.dumps(metadata), model_id))
         return True
 
-    def delete_model(self, model_id: str) -> bool:
+    def delete_model(self, model_id: str, *, removing: Iterable[FileToRemove] = ()) -> bool:
+        """Delete the model's row and, in the same transaction, note the files `removing` that go with it."""
         with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO files_to_remove (path, device, inode, size, changed_ns) VALUES (?, ?, ?, ?, ?)",
+                [(f.path, f.device, f.inode, f.size, f.changed_ns) for f in removing],
+            )
             cursor = db.execute("DELETE FROM local_models WHERE model_id = ?", (model_id,))
         return cursor.rowcount > 0
+
+    def files_to_remove(self) -> list[FileToRemove]:
+        """The files of deleted models not yet removed (a crash came in between)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM files_to_remove ORDER BY path").fetchall()
+        return [FileToRemove(row["path"], row["device"], row["inode"], row["size"], row["changed_ns"]) for row in rows]
+
+    def forget_files_to_remove(self, paths: Iterable[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM files_to_remove WHERE path = ?", [(path,) for path in paths])
 
     # ------------------------------------------------------------ exports
 

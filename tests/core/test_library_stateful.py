@@ -1050,8 +1050,12 @@ class StatefulLibrary(RuleBasedStateMachine):
             rows = db.execute(
                 "SELECT model_id, file_path, part_paths, file_hash, file_size_bytes FROM local_models WHERE state = 'ready'"
             ).fetchall()
+            # A delete notes its files with the row's removal and forgets them once they are gone; a start
+            # after a crash finishes it. Between steps, nothing may be left half deleted.
+            doomed = db.execute("SELECT path FROM files_to_remove").fetchall()
         finally:
             db.close()
+        assert not doomed, f"files of deleted models still waiting to be removed: {doomed}"
         return {
             model_id: {
                 "file_path": file_path, "paths": json.loads(parts) or [file_path], "file_hash": file_hash, "size": size

@@ -146,19 +146,33 @@ def test_a_crash_after_a_cross_filesystem_move_registered_keeps_the_source(setti
         assert [m["file_hash"] for m in client.get("/local/models").json()] == [sha256_of(source)]
 
 
-def test_a_crash_during_delete_leaves_the_model_which_the_next_start_registers_again(settings, import_dir):
-    # A valid GGUF in MODELS_DIR is never junk: the file a crash left is adopted back, and deleting it again works.
+def test_a_crash_during_delete_is_finished_at_the_next_start(settings, import_dir):
+    """The row went, the file stayed: the next start removes it, rather than adopting it back as a model."""
     with restarted(settings) as client:
         model = import_file(client, write_gguf(import_dir / "model.gguf")).json()
     crash_during(settings, "delete_model", "after", "delete", model["model_id"])
+    assert library_files(settings) == ["model.gguf"]  # the crash came between the row and the file
     with restarted(settings) as client:
         client.portal.call(client.app.state.local_storage.rescan_done)
-        [again] = client.get("/local/models").json()
-        assert (again["file_hash"], again["file_path"]) == (model["file_hash"], model["file_path"])
-        assert sha256_of(model["file_path"]) == model["file_hash"]
-        assert client.post("/local/storage/cleanup").json()["removed_files"] == []
-        assert client.delete(f"/local/models/{again['model_id']}").status_code == 204
-        assert library_files(settings) == []
+        assert client.get("/local/models").json() == []
+        assert library_files(settings) == [] and catalogue_row_count(settings) == 0
+        assert client.app.state.catalogue.files_to_remove() == []
+    assert sha256_of(import_dir / "model.gguf") == model["file_hash"]  # the imported source was a copy
+
+
+def test_a_file_put_where_a_deleted_model_was_is_kept_after_a_crash(settings, import_dir):
+    with restarted(settings) as client:
+        model = import_file(client, write_gguf(import_dir / "model.gguf")).json()
+    crash_during(settings, "delete_model", "after", "delete", model["model_id"])
+    path = Path(model["file_path"])
+    path.unlink()
+    other = write_gguf(path, name="the user's own")  # a new file under the same name, before the start
+    digest = sha256_of(other)
+    with restarted(settings) as client:
+        client.portal.call(client.app.state.local_storage.rescan_done)
+        [adopted] = client.get("/local/models").json()
+        assert adopted["file_hash"] == digest and sha256_of(path) == digest
+        assert client.app.state.catalogue.files_to_remove() == []
 
 
 def _record(settings, name: str, size: int, state: str) -> ModelRecord:

@@ -19,8 +19,10 @@ either no model or a complete one once `reconcile()` has run at the next start:
 
 `reconcile()` removes staging files (1), drops pending rows whose files are not all there with the
 recorded size but keeps their files, which may be a person's own (2), and marks pending rows whose
-files are complete ready (3). A model leaves in the opposite order: its row is deleted first, then its
-files; a valid GGUF that no row owns is adopted again at the next start, never removed.
+files are complete ready (3). A model leaves in the opposite order: its row is deleted first, in the
+same transaction that notes its files (path, identity, size) in `files_to_remove`, then its files; after
+a crash in between, `reconcile()` removes each noted file that is still the same file, and keeps one
+put at that path since.
 Ready rows whose files are missing are never dropped at start (their drive may be unmounted); `cleanup`
 drops them, except when their folder is missing or empty.
 

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from model_manager.core.catalogue import FileToRemove
 from model_manager.core.errors import InsufficientStorageError, InvalidFileError
 from model_manager.core.gguf_format import is_gguf_filename, parse_split_name
 from model_manager.core.services.disk import (  # noqa: F401 (callers use files.same_filesystem, files.rename_no_replace)
@@ -94,6 +95,34 @@ def remove_files(paths: Iterable[str | Path]) -> None:
     for folder in folders:
         with contextlib.suppress(OSError):
             fsync_dir(folder)
+
+
+def as_they_are(paths: Iterable[str | Path]) -> list[FileToRemove]:
+    """The regular files at `paths` (links not followed), each with its identity and size as of now."""
+    found = []
+    for path in paths:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append(FileToRemove(str(path), info.st_dev, info.st_ino, info.st_size, info.st_ctime_ns))
+    return found
+
+
+def remove_if_unchanged(doomed: Iterable[FileToRemove]) -> list[str]:
+    """Unlink each file that is still the one noted (same identity, size and change time); returns the
+    paths of those that were not, which are kept: a file put there since is somebody else's."""
+    kept = []
+    removing = []
+    for file in doomed:
+        now = as_they_are([file.path])
+        if now == [file]:
+            removing.append(file.path)
+        elif now:
+            kept.append(file.path)
+    remove_files(removing)
+    return kept
 
 
 def regular_size(path: str | Path) -> int | None:

@@ -22,6 +22,7 @@ class Reconciliation(LibraryState):
             await _in_thread_to_completion(self._reconcile)
 
     def _reconcile(self) -> None:
+        self._finish_deletes()
         if not self.models_dir.is_dir():
             logger.warning("MODELS_DIR %s does not exist; nothing to reconcile", self.models_dir)
             return
@@ -50,3 +51,15 @@ class Reconciliation(LibraryState):
                 "POST /local/storage/cleanup removes their entries: %s",
                 len(missing), ", ".join(r.file_path for r in missing[:10]),
             )
+
+    def _finish_deletes(self) -> None:
+        """Remove the files of models deleted just before a crash, each only if it is still the file the
+        delete noted (a file put at its path since is someone else's, and stays)."""
+        doomed = self.catalogue.files_to_remove()
+        if not doomed:
+            return
+        kept = files.remove_if_unchanged(doomed)
+        self.catalogue.forget_files_to_remove(file.path for file in doomed)
+        logger.info("finished deleting %d file(s) of models deleted before a crash", len(doomed) - len(kept))
+        if kept:
+            logger.warning("kept %d file(s) that changed since their model was deleted: %s", len(kept), ", ".join(kept))

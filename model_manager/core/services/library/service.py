@@ -92,9 +92,13 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup, Export
 
     def _remove_model(self, record: ModelRecord) -> None:
         self._remove_all_exports(record)  # first, while their links can still be checked against our files
-        self.catalogue.delete_model(record.model_id)
-        if not record.external:  # a model registered where it lies outside MODELS_DIR keeps its files
-            files.remove_files(record.all_paths)
+        # A model registered where it lies outside MODELS_DIR keeps its files. The others are noted with
+        # the row's deletion, so a crash before they are gone finishes the delete at the next start.
+        doomed = [] if record.external else files.as_they_are(record.all_paths)
+        self.catalogue.delete_model(record.model_id, removing=doomed)
+        if doomed:
+            files.remove_if_unchanged(doomed)
+            self.catalogue.forget_files_to_remove(file.path for file in doomed)
 
     def mark_in_use(self, path: str | os.PathLike[str]) -> None:
         """Mark a file as being written (or read) by someone, so deleting its model answers FILE_IN_USE."""
