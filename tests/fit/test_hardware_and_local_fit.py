@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import os
 from pathlib import Path
 
 import psutil
@@ -117,3 +118,24 @@ def test_fit_of_a_library_model(app_client, import_dir):
     assert gpu.json()["fit"] == "full_gpu" and gpu.json()["gpu_layers"] == GEMMA3.n_layer
     assert missing.status_code == 404 and missing.json()["error_code"] == "MODEL_NOT_FOUND"
     assert bad.status_code == 422
+
+
+def test_a_library_models_header_is_read_once_per_version_of_its_file(app_client, import_dir, monkeypatch):
+    """GET /local/models/{id} sizes the run command from the header: read from disk only when the file changed."""
+    from model_manager.core.fit import local_headers
+
+    reads = []
+    real = local_headers.read_gguf_header
+    monkeypatch.setattr(local_headers, "read_gguf_header", lambda path, **kw: reads.append(path) or real(path, **kw))
+    path = write_model(import_dir / "gemma3-test.gguf", GEMMA3)
+    with app_client(FIT_RAM_GB="8", FIT_VRAM_GB="0") as client:
+        model = client.post("/local/import", json={"file_path": str(path), "action": "copy"}).json()
+        first = [client.get(f"/local/models/{model['model_id']}").json() for _ in range(3)]
+        fits = [client.get(f"/local/models/{model['model_id']}/fit", params={"context": c}).json() for c in (512, 4096)]
+        assert reads == [model["file_path"]], "one read for three pages and two fits"
+        assert first[0]["run"] == first[1]["run"] == first[2]["run"] and fits[0]["memory"] != fits[1]["memory"]
+        library_file = Path(model["file_path"])
+        stat = library_file.stat()
+        os.utime(library_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a new version
+        assert client.get(f"/local/models/{model['model_id']}").json()["run"] == first[0]["run"]
+        assert reads == [model["file_path"]] * 2

@@ -17,13 +17,13 @@ from model_manager.core.config import Settings
 from model_manager.core.errors import InvalidFileError, ModelManagerError, ModelNotFoundError, NotFoundError
 from model_manager.core.fit import FitResult, ShapeError, Target, estimate, quality_rank
 from model_manager.core.fit.hardware import Hardware, detect_hardware
+from model_manager.core.fit.local_headers import LocalHeaders
 from model_manager.core.fit.target import resolve_target
 from model_manager.core.gguf_format import (
     GGUFFormatError,
     GGUFHeader,
     quantization_from_file_type,
     quantization_from_filename,
-    read_gguf_header,
 )
 from model_manager.core.models import (
     FitEstimate,
@@ -66,6 +66,7 @@ class FitService:
         self.catalogue = catalogue
         self.hub = hub
         self.headers = RemoteHeaderReader(catalogue, hub.hub_auth_headers(), settings.hub_timeout_seconds)
+        self.local_headers = LocalHeaders()
 
     # ------------------------------------------------------------------ the machine
 
@@ -111,9 +112,7 @@ class FitService:
         if record is None:
             raise ModelNotFoundError(f"no model {model_id!r} in the library", {"model_id": model_id})
         try:
-            headers = await asyncio.to_thread(
-                lambda: [read_gguf_header(path, keep_tensors=True) for path in record.all_paths]
-            )
+            headers = await asyncio.to_thread(self.local_headers.read, record.all_paths)
         except OSError as error:
             raise InvalidFileError(f"cannot read the model's file: {error.strerror or error}") from error
         target = await self.target(ram_gb, vram_gb)
