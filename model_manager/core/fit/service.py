@@ -150,7 +150,7 @@ class FitService:
             if variant is None:
                 raise NotFoundError(f"{repo_id} has no GGUF model file {filename!r}")
         elif quantization is not None:
-            found = _matching(repo_files.variants, quantization)
+            found = repo_files.matching(quantization)  # as downloads read a label
             if len(found) > 1:
                 labels = [v.quantization for v in found]
                 raise FitInputError(f"{quantization!r} matches several variants of {repo_id}: {', '.join(labels)}; "
@@ -241,17 +241,6 @@ class FitService:
         # Only the first part holds the vocabulary: the hint is for it, later parts start small.
         hints = [size_hint] + [None] * (len(refs) - 1)
         return list(await asyncio.gather(*(self.headers.header(ref, hint) for ref, hint in zip(refs, hints))))
-
-
-def _matching(variants: list[QuantVariant], quantization: str) -> list[QuantVariant]:
-    """The variants `quantization` names: that exact label, else that label in any case, else that quantization."""
-    for same in (lambda v: v.quantization == quantization,
-                 lambda v: v.quantization.casefold() == quantization.casefold(),
-                 lambda v: (quantization_from_filename(v.files[0]) or "").casefold() == quantization.casefold()):
-        found = [v for v in variants if same(v)]
-        if found:
-            return found
-    return []
 
 
 def recommend(variants: list[QuantVariant], target: Target) -> str | None:
