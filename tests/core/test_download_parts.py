@@ -103,6 +103,15 @@ def test_small_files_are_one_part_and_large_ones_many_contiguous_parts():
     assert all(part.size >= MIB for part in parts[:-1])
 
 
+def test_planned_parts_are_big_enough_that_requests_cost_little():
+    """Each part is a request: a 253 MB file is 16 parts of 16 MiB, not 64 of 3.8 MB."""
+    parts = plan_parts(253_000_000, 8, 64 * MIB, MIB)
+    assert len(parts) == 16 and {p.size for p in parts[:-1]} == {16 * MIB}
+    assert len(plan_parts(1024 * MIB, 8, 64 * MIB, MIB)) == 64
+    # A file only a little above the threshold still gives every connection a part.
+    assert len(plan_parts(6_000_000, 4, 2_000_000, MIB)) == 4
+
+
 def test_parts_go_out_in_order_then_the_biggest_one_in_flight_is_split():
     scheduler = PartScheduler([Part(0, 8 * MIB), Part(8 * MIB, 8 * MIB)], max_connections=4, min_part_bytes=MIB)
     first = scheduler.next_part()
