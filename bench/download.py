@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def main() -> None:
         sizes = {name: (files / name).stat().st_size for name in (BIG, SMALL)}
         hub = HubProcess(files)
         shutil.rmtree(files)  # the Hub holds them in memory now
+        os.sync()  # the set-up's own writes must not land in the first timed round
         service = DownloadService(workdir, hub.url).start()
         with service.client() as client:  # the first request builds FastAPI's routes: not a per-download cost
             client.get("/local/downloads").raise_for_status()
