@@ -15,6 +15,7 @@ Medians of `--rounds` interleaved rounds. Service memory: peak RSS during our im
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def main() -> None:
         write_gguf(original, tensors=2, tensor_elements=args.size_mb * MIB // 8, name="bench")
         size = original.stat().st_size
         fsync_path(original)
+        os.sync()  # nothing written before (an earlier bench's files) may land in the first timed round
         service = ImportService(workdir, "http://127.0.0.1:9").start()  # no Hub needed
         with service.client() as client:  # the first request builds FastAPI's routes: not a per-import cost
             client.get("/local/models").raise_for_status()
