@@ -47,7 +47,8 @@ def copy_hashing(
     guard: Callable[[], ContextManager[None]] = contextlib.nullcontext,
 ) -> None:
     """Copy `size` bytes from the start of `source_fd` to `target_fd` at `target_offset`; `digest.update`
-    gets every source byte in order. `guard()` wraps each chunk written (the caller's lock and checks).
+    gets every byte copied, in order (read from the target's pages when the target is open read-write).
+    `guard()` wraps each chunk written (the caller's lock and checks).
 
     Raises SourceShrank, or OSError from either file (ENOSPC included).
     """
