@@ -365,3 +365,38 @@ def test_removing_an_hf_cache_export_leaves_a_snapshot_file_the_person_put_in_it
     snapshot.symlink_to(home / "tiny.gguf")  # the person's own link now stands there
     assert client.delete(f"/local/models/{model['model_id']}/exports/hf-cache").status_code == 204
     assert snapshot.is_symlink() and os.readlink(snapshot) == str(home / "tiny.gguf")
+
+
+def test_removing_an_ollama_export_keeps_what_changed_since(client, home):
+    """A config blob whose bytes no longer hash to its name is not what the export wrote: it stays. A manifest
+    edited since (Ollama re-tagged it, say) is not ours either: it stays, and so does the model blob it names."""
+    model = import_file(client, write_gguf(home / "tiny.gguf", name="Tiny")).json()
+    made = export(client, model["model_id"], "ollama", name="tiny:q4")
+    manifest_path = Path(made["details"]["manifest"])
+    manifest = json.loads(manifest_path.read_text())
+    config_blob = ollama_home(home) / "blobs" / manifest["config"]["digest"].replace(":", "-")
+    assert str(config_blob) in made["created_paths"]
+    config_blob.write_bytes(b"someone else's bytes")
+    assert client.delete(f"/local/models/{model['model_id']}/exports/ollama").status_code == 204
+    assert not manifest_path.exists()  # unchanged: ours, removed
+    assert config_blob.read_bytes() == b"someone else's bytes"
+
+    config_blob.unlink()
+    made = export(client, model["model_id"], "ollama", name="tiny:q4")
+    manifest["annotations"] = {"edited": "by ollama"}
+    manifest_path.write_text(json.dumps(manifest))
+    assert client.delete(f"/local/models/{model['model_id']}/exports/ollama").status_code == 204
+    assert json.loads(manifest_path.read_text())["annotations"] == {"edited": "by ollama"}
+    model_blob = ollama_home(home) / "blobs" / f"sha256-{model['file_hash']}"
+    assert model_blob.stat().st_ino == os.stat(model["file_path"]).st_ino  # still named by that manifest
+    assert config_blob.exists()
+
+
+def test_removing_an_lm_studio_export_keeps_a_file_the_person_put_in_its_place(client, home):
+    model = import_file(client, write_gguf(home / "mine.gguf", name="Mine")).json()
+    made = export(client, model["model_id"], "lmstudio", name="someone/Repo")
+    [link] = map(Path, made["created_paths"])
+    link.unlink()
+    link.write_bytes(b"their own download")
+    assert client.delete(f"/local/models/{model['model_id']}").status_code == 204
+    assert link.read_bytes() == b"their own download"

@@ -347,3 +347,25 @@ def test_a_broken_gguf_that_a_process_holds_open_is_kept_until_it_is_closed(tmp_
             writer.wait()
         assert client.post("/local/storage/cleanup").json()["removed_files"] == ["being-written.gguf"]
     assert not broken.exists()
+
+
+def test_a_failed_link_import_takes_back_only_its_own_link(tmp_path, home, monkeypatch):
+    """The undo of a half-done link import removes the link it made, never a file put in its place since."""
+    from model_manager.core.catalogue import Catalogue
+
+    settings = home_settings(tmp_path, home)
+    source = write_gguf(home / "model.gguf")
+    digest = sha256_of(source)
+    final = Path(settings.models_dir) / "model.gguf"
+
+    def replaced_then_fails(self, model_id):
+        final.unlink()
+        final.write_bytes(b"someone else's file")
+        raise OSError(5, "Input/output error")
+
+    with app_client(settings) as client:
+        wait_for_rescan(client)
+        monkeypatch.setattr(Catalogue, "mark_model_ready", replaced_then_fails)
+        response = client.post("/local/import", json={"file_path": str(source), "action": "link"})
+        assert response.status_code >= 500 and client.get("/local/models").json() == []
+    assert final.read_bytes() == b"someone else's file" and sha256_of(source) == digest

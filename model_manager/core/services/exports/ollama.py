@@ -153,8 +153,19 @@ def remove(source: ExportSource, created: list[str], details: dict) -> None:
             continue
         if path.name == f"sha256-{source.sha256[0]}":
             remove_if_ours(path, source.files[0])
-        else:  # our config blob: content-addressed, so its name proves its content
-            path.unlink(missing_ok=True)
+        else:  # our config blob: removed only while its bytes still hash to its name
+            _remove_config_blob(path)
+
+
+def _remove_config_blob(path: Path) -> None:
+    try:
+        if path.is_symlink():
+            return  # not the file we wrote
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if f"sha256-{hashlib.sha256(content).hexdigest()}" == path.name:
+        remove_if_ours(path, content=content)
 
 
 def _digests_in_manifests(home: Path) -> set[str]:

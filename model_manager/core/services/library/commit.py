@@ -136,7 +136,9 @@ class CommitStep(LibraryState):
             for item, final in reversed(moved):
                 try:
                     if item.link:
-                        os.unlink(final)  # our own link; the source keeps its name
+                        there, source = os.lstat(final), os.stat(item.source)
+                        if (there.st_dev, there.st_ino) == (source.st_dev, source.st_ino):
+                            os.unlink(final)  # still our own link; the source keeps its name
                     else:
                         files.rename_no_replace(final, item.source)
                 except OSError:
