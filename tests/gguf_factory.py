@@ -108,3 +108,8 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     """The hex SHA-256 of the file at `path`."""
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def sha256_of_bytes(data: bytes) -> str:
+    """The hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()

@@ -14,7 +14,7 @@ import pytest
 from model_manager.core.services.hub.client import README_MAX_BYTES
 from tests.conftest import free_port
 from tests.fake_hub.server import FakeRepo
-from tests.gguf_factory import write_gguf, write_split_model
+from tests.gguf_factory import sha256_of_bytes, write_gguf, write_split_model
 from tests.hub_fixtures import *  # noqa: F403 - fixtures and repo sets
 from tests.hub_fixtures import BASE_MODEL, DEFAULT_VALID_TOKEN, SEARCH_REPOS, add_provider_repos, add_search_repos
 
@@ -347,9 +347,6 @@ def _split_set(folder: Path, stem: str, count: int) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in write_split_model(folder, stem, count, name=f"{stem} x{count}")}
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
 
 def _finish(client, download_id: str, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
@@ -411,7 +408,7 @@ def test_files_that_are_not_parts_of_one_set_are_separate_variants_and_models(hu
         assert status["files"] == list(variant_files)
     models = client.get("/local/models").json()
     assert len(models) == len(labels) == len({m["model_id"] for m in models})
-    expected = {tuple(_sha256(files[name]) for name in names) for names in labels}
+    expected = {tuple(sha256_of_bytes(files[name]) for name in names) for names in labels}
     assert {tuple(_files_on_disk(m).values()) for m in models} == expected
 
 
@@ -443,7 +440,7 @@ def test_providers_offer_only_files_and_labels_the_download_endpoint_takes(hub_e
         assert _finish(client, response.json()["download_id"])["status"] == "completed"
     models = client.get("/local/models").json()
     assert sorted(_files_on_disk(m)[Path(m["file_path"]).name] for m in models) == sorted(
-        _sha256(files[name]) for name in ("Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf")
+        sha256_of_bytes(files[name]) for name in ("Llama-3-8B-Q4_K_M.gguf", f"{long_stem}.gguf")
     )
 
 

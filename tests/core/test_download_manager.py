@@ -27,15 +27,10 @@ from tests.downloads.helpers import (
     wait_until,
 )
 from tests.fake_hub.fixtures import fake_hub, hub_env  # noqa: F401 - fixtures
-from tests.gguf_factory import sha256_of
+from tests.gguf_factory import sha256_of, sha256_of_bytes
 
 pytestmark = pytest.mark.asyncio
 
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 async def test_a_download_lands_in_the_library_with_its_hash(hub_env, tmp_path):
@@ -45,14 +40,14 @@ async def test_a_download_lands_in_the_library_with_its_hash(hub_env, tmp_path):
         status = await wait_finished(manager, accepted.download_id)
 
         assert status.status == "completed", status.error_message
-        assert status.model_id and status.sha256 == _sha256(data)
+        assert status.model_id and status.sha256 == sha256_of_bytes(data)
         assert status.bytes_downloaded == status.total_bytes == len(data)
         assert status.progress_percent == 100.0
         path = Path(status.local_file_path)
         assert path.parent == Path(settings.models_dir) and path.name == FILE
-        assert sha256_of(path) == _sha256(data)
+        assert sha256_of(path) == sha256_of_bytes(data)
         model = catalogue.get_model(status.model_id)
-        assert model.original_repo_id == REPO and model.is_downloaded and model.file_hash == _sha256(data)
+        assert model.original_repo_id == REPO and model.is_downloaded and model.file_hash == sha256_of_bytes(data)
         assert partial_folders(settings) == []
         assert served(hub_env, FILE) == len(data)
 
@@ -65,11 +60,11 @@ async def test_a_dropped_connection_resumes_where_the_file_ends(hub_env, tmp_pat
         status = await wait_finished(manager, await enqueue(manager))
 
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
     assert served(hub_env, FILE) - len(data) < 0.05 * len(data)
     ranged = [r for r in hub_env.requests_to("cdn") if "range" in r.headers]
     assert ranged, "the retry must ask for the rest of the file only"
-    assert ranged[-1].headers["range"].startswith("bytes=") and ranged[-1].headers["if-range"] == f'"{_sha256(data)}"'
+    assert ranged[-1].headers["range"].startswith("bytes=") and ranged[-1].headers["if-range"] == f'"{sha256_of_bytes(data)}"'
 
 
 async def test_a_server_error_is_retried(hub_env, tmp_path):
@@ -79,7 +74,7 @@ async def test_a_server_error_is_retried(hub_env, tmp_path):
     async with running_manager(download_settings(tmp_path, hub_env)) as (manager, _, _):
         status = await wait_finished(manager, await enqueue(manager))
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
 
 
 async def test_a_file_that_changes_upstream_mid_download_is_not_stitched_together(hub_env, tmp_path):
@@ -98,7 +93,7 @@ async def test_a_file_that_changes_upstream_mid_download_is_not_stitched_togethe
         assert catalogue.list_models() == []
     assert partial_folders(settings) == []
     resumed = [r for r in hub_env.requests_to("cdn") if "range" in r.headers]
-    assert resumed and resumed[-1].headers["if-range"] == f'"{_sha256(old)}"'
+    assert resumed and resumed[-1].headers["if-range"] == f'"{sha256_of_bytes(old)}"'
 
 
 async def test_a_corrupted_file_is_rejected_and_nothing_is_kept(hub_env, tmp_path):
@@ -110,7 +105,7 @@ async def test_a_corrupted_file_is_rejected_and_nothing_is_kept(hub_env, tmp_pat
         status = await wait_finished(manager, await enqueue(manager))
 
         assert status.status == "failed"
-        assert "SHA-256 mismatch" in status.error_message and _sha256(data) in status.error_message
+        assert "SHA-256 mismatch" in status.error_message and sha256_of_bytes(data) in status.error_message
         assert status.model_id is None and catalogue.list_models(include_pending=True) == []
     assert partial_folders(settings) == []
     assert list(Path(settings.models_dir).iterdir()) == []
@@ -147,7 +142,7 @@ async def test_a_split_variant_becomes_one_model(hub_env, tmp_path):
         models = catalogue.list_models()
         assert len(models) == 1 and models[0].model_id == status.model_id
         on_disk = {Path(path).name: sha256_of(path) for path in models[0].all_paths}
-        assert on_disk == {name: _sha256(content) for name, content in parts.items()}
+        assert on_disk == {name: sha256_of_bytes(content) for name, content in parts.items()}
     assert served(hub_env, "Tiny-Q4_K_M.gguf") == 0
 
 
@@ -168,7 +163,7 @@ async def test_a_gated_repo_downloads_with_a_token_that_never_reaches_the_cdn(hu
         status = await wait_finished(manager, await enqueue(manager))
 
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
     resolves = [r for r in hub_env.requests_to("hub") if "/resolve/" in r.path and r.method == "GET"]
     assert resolves and all(r.authorization == "Bearer hf_valid_token" for r in resolves)
     cdn = hub_env.requests_to("cdn")
@@ -190,7 +185,7 @@ async def test_no_more_than_the_concurrency_limit_transfer_at_once(hub_env, tmp_
         started = [s.started_at for s in finished]
         assert started == sorted(started), "pending downloads start in request order"
         assert {Path(s.local_file_path).name: sha256_of(s.local_file_path) for s in finished} == {
-            name: _sha256(content) for name, content in files.items()
+            name: sha256_of_bytes(content) for name, content in files.items()
         }
         assert len(catalogue.list_models()) == 5
 
@@ -207,7 +202,7 @@ async def test_large_files_come_over_parallel_ranges_from_one_redirect(hub_env, 
         status = await wait_finished(manager, await enqueue(manager))
 
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
     assert hub_env.max_concurrent_file_transfers >= 3
     assert served(hub_env, FILE) - len(data) < 0.01 * len(data)
     hub_gets = [r for r in hub_env.requests_to("hub") if "/resolve/" in r.path and r.method == "GET"]
@@ -224,10 +219,10 @@ async def test_a_server_that_ignores_ranges_gets_one_connection_from_the_first_b
     settings = download_settings(tmp_path, hub_env, DOWNLOAD_CONNECTIONS=4, DOWNLOAD_PARALLEL_THRESHOLD_BYTES=2_000_000)
     async with running_manager(settings) as (manager, catalogue, _):
         status = await wait_finished(manager, await enqueue(manager))
-        assert catalogue.get_model(status.model_id).file_hash == _sha256(data)
+        assert catalogue.get_model(status.model_id).file_hash == sha256_of_bytes(data)
 
     assert status.status == "completed", status.error_message
-    assert status.sha256 == _sha256(data) and sha256_of(status.local_file_path) == _sha256(data)
+    assert status.sha256 == sha256_of_bytes(data) and sha256_of(status.local_file_path) == sha256_of_bytes(data)
     gets = [r for r in hub_env.requests if r.method == "GET" and (r.host == "cdn" or "/resolve/" in r.path)]
     assert "range" in gets[0].headers, "a parallel download was tried first"
     assert "range" not in gets[-1].headers, "then the whole file from the first byte"
@@ -300,7 +295,7 @@ async def test_a_full_disk_fails_clearly_and_the_partial_resumes_later(hub_env, 
         status = await wait_finished(manager, second.download_id)
 
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
     assert hub_env.requests_to("cdn")[-1].headers["range"] == f"bytes={failed.bytes_downloaded}-{len(data) - 1}"
 
 
@@ -315,7 +310,7 @@ async def test_a_stopped_service_resumes_its_downloads_on_the_next_start(hub_env
         status = await wait_finished(manager, download_id)
 
     assert status.status == "completed", status.error_message
-    assert sha256_of(status.local_file_path) == _sha256(data)
+    assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
     assert hub_env.requests_to("cdn")[-1].headers["range"] == f"bytes={saved}-{len(data) - 1}"
     # Only what the server pushed into the socket as the service stopped is fetched twice.
     assert served(hub_env, FILE) < 1.1 * len(data)

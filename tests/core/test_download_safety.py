@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import threading
 from pathlib import Path
 
@@ -29,13 +28,10 @@ from tests.downloads.helpers import (
     wait_finished,
 )
 from tests.fake_hub.fixtures import fake_hub, hub_env  # noqa: F401 - fixtures
-from tests.gguf_factory import sha256_of
+from tests.gguf_factory import sha256_of, sha256_of_bytes
 
 pytestmark = pytest.mark.asyncio
 
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fill_disk_half_way_through(monkeypatch, size: int) -> None:
@@ -81,8 +77,8 @@ async def test_a_507_keeps_the_bytes_an_earlier_failed_attempt_saved(hub_env, tm
         status = await wait_finished(manager, second.download_id)
 
         assert status.status == "completed", status.error_message
-        assert sha256_of(status.local_file_path) == _sha256(data)
-        assert [model.file_hash for model in catalogue.list_models()] == [_sha256(data)]
+        assert sha256_of(status.local_file_path) == sha256_of_bytes(data)
+        assert [model.file_hash for model in catalogue.list_models()] == [sha256_of_bytes(data)]
         assert hub_env.requests_to("cdn")[-1].headers["range"] == f"bytes={failed.bytes_downloaded}-{len(data) - 1}"
         assert served(hub_env, FILE) - served_before == len(data) - failed.bytes_downloaded
         assert partial_folders(settings) == []
@@ -123,7 +119,7 @@ async def test_a_cancel_during_registration_waits_and_answers_download_finished(
         assert catalogue.get_download(download_id).status == "completed"
         models = catalogue.list_models()
         assert [model.model_id for model in models] == [status.model_id]
-        assert sha256_of(models[0].file_path) == _sha256(data) == models[0].file_hash
+        assert sha256_of(models[0].file_path) == sha256_of_bytes(data) == models[0].file_hash
     assert partial_folders(settings) == []
 
 
@@ -171,14 +167,14 @@ async def test_only_the_latest_finished_downloads_stay_in_memory(hub_env, tmp_pa
             manager.get(failed_id)
         assert len(catalogue.list_downloads()) == 4
         assert sorted(sha256_of(model.file_path) for model in catalogue.list_models()) == sorted(
-            _sha256(data) for data in files.values()
+            sha256_of_bytes(data) for data in files.values()
         )
 
         # The forgotten failed attempt's bytes are still found (in the catalogue) and resumed.
         again = await manager.enqueue(DownloadRequest(repo_id=REPO, filename=big_name))
         assert "continues" in again.message
         status = await wait_finished(manager, again.download_id)
-        assert status.status == "completed" and sha256_of(status.local_file_path) == _sha256(big)
+        assert status.status == "completed" and sha256_of(status.local_file_path) == sha256_of_bytes(big)
         assert hub_env.requests_to("cdn")[-1].headers["range"] == f"bytes={failed.bytes_downloaded}-{len(big) - 1}"
     async with running_manager(settings) as (manager, catalogue, _):
         assert len(manager.list()) == 2 and len(catalogue.list_downloads()) == 5
@@ -215,5 +211,5 @@ async def test_a_cancel_lost_on_the_way_never_marks_a_completed_download_cancell
         assert catalogue.get_download(download_id).status == "completed"
         models = catalogue.list_models()
         assert [model.model_id for model in models] == [status.model_id]
-        assert sha256_of(models[0].file_path) == _sha256(data)
+        assert sha256_of(models[0].file_path) == sha256_of_bytes(data)
     assert partial_folders(settings) == []
