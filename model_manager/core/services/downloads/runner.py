@@ -125,7 +125,7 @@ class JobRunner:
             return False
         # Every file must match: one part of a split variant already in the library is not the variant.
         existing = await self._storage.find_model_with_files(hashes)
-        if existing is None or not all(Path(path).is_file() for path in existing.all_paths):
+        if existing is None or not await asyncio.to_thread(lambda: all(Path(p).is_file() for p in existing.all_paths)):
             return False
         await self._remove_partials(job)
         await self._link_projector(job, existing.model_id)
