@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 
@@ -126,6 +127,33 @@ async def test_cancel_while_throttled_leaves_no_partial_and_no_model(hub_env, tm
         assert catalogue.list_models(include_pending=True) == []
         assert catalogue.get_download(download_id).status == "cancelled"
     assert served(hub_env, FILE) < len(data)
+
+
+async def test_a_cancel_while_the_partial_file_is_being_opened_leaves_no_folder(hub_env, tmp_path, monkeypatch):
+    """The cancel used to abandon the thread creating the partial folder, then remove the folder, which the
+    thread created afterwards: a cancelled download left its folder behind (found by the stateful test)."""
+    import threading
+    import time
+
+    from model_manager.core.services.downloads import partial
+
+    opening = threading.Event()
+    real_open = partial.PartialFile.open.__func__
+
+    def slow_open(cls, *args, **kwargs):
+        opening.set()
+        time.sleep(0.5)  # the cancel arrives meanwhile
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(partial.PartialFile, "open", classmethod(slow_open))
+    _, settings = serve_model(hub_env, tmp_path, 300_000, throttle=100_000)
+    async with running_manager(settings) as (manager, _, _):
+        download_id = await enqueue(manager)
+        await asyncio.to_thread(opening.wait, 10)
+        await manager.cancel(download_id)
+        assert manager.get(download_id).status == "cancelled"
+        await asyncio.sleep(0.7)  # past the end of the open, had it been abandoned
+        assert partial_folders(settings) == []
 
 
 async def test_a_split_variant_becomes_one_model(hub_env, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from model_manager.core.services.downloads.transfer import (
     TransferOptions,
     UpstreamChangedError,
 )
+from model_manager.core.services.threads import in_thread_to_completion
 
 logger = logging.getLogger("model_manager.downloads")
 
@@ -153,8 +155,9 @@ class JobRunner:
         digests: list[str] = []
         done = 0
         for index, info in enumerate(job.record.files):
-            partial = await asyncio.to_thread(
-                PartialFile.open, folder, index, size=info.get("size"), sha256=info.get("sha256")
+            # Never abandoned by a cancel: the cancel then removes the folder this creates, after it.
+            partial = await in_thread_to_completion(
+                functools.partial(PartialFile.open, folder, index, size=info.get("size"), sha256=info.get("sha256"))
             )
             try:
                 source = FileSource(url=info["url"], hub_headers=self._hub.hub_auth_headers(), size=info.get("size"))

@@ -13,7 +13,8 @@ from model_manager.core.models import CleanupResult, StorageStats
 from model_manager.core.services.disk import nearest_existing
 from model_manager.core.services.library import files
 from model_manager.core.services.library.adoption import Adoption
-from model_manager.core.services.library.state import RESUMABLE_DOWNLOAD_STATES, _in_thread_to_completion  # noqa: F401
+from model_manager.core.services.library.state import RESUMABLE_DOWNLOAD_STATES  # noqa: F401
+from model_manager.core.services.threads import in_thread_to_completion
 
 logger = logging.getLogger("model_manager.local_storage")
 
@@ -82,7 +83,7 @@ class StatsAndCleanup(Adoption):
             outcome = await self._adopt(found.unregistered)
             adopted = [path for record in outcome.adopted for path in record.all_paths]
         async with self._lock:
-            return await _in_thread_to_completion(self._cleanup, dry_run, kept_ids, adopted)
+            return await in_thread_to_completion(self._cleanup, dry_run, kept_ids, adopted)
 
     def _cleanup(self, dry_run: bool, kept_download_ids: set[str], adopted: list[str]) -> CleanupResult:
         records = self.catalogue.list_models(include_pending=True)

@@ -19,7 +19,8 @@ from model_manager.core.catalogue import ModelRecord, utc_now
 from model_manager.core.services.library import files
 from model_manager.core.services.library.ownership import Ownership
 from model_manager.core.services.library.staging import Incoming
-from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
+from model_manager.core.services.library.state import LibraryState
+from model_manager.core.services.threads import in_thread_to_completion
 
 logger = logging.getLogger("model_manager.local_storage")
 
@@ -50,7 +51,7 @@ class CommitStep(LibraryState):
 
     async def _register(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         async with self._lock:
-            return await _in_thread_to_completion(self._commit, items, new_model)
+            return await in_thread_to_completion(self._commit, items, new_model)
 
     def _commit(self, items: list[Incoming], new_model: NewModel) -> tuple[ModelRecord, bool]:
         """Steps 2 to 4 of the `library` package docstring, with the dedupe check; runs under the lock, in a thread.

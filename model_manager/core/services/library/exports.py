@@ -17,7 +17,8 @@ from model_manager.core.services.exports import EXPORTERS
 from model_manager.core.services.exports.links import Placed, remove_created_folders
 from model_manager.core.services.exports.source import ExportSource
 from model_manager.core.services.library.records import find_projector, to_api_export
-from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
+from model_manager.core.services.library.state import LibraryState
+from model_manager.core.services.threads import in_thread_to_completion
 
 
 class Exports(LibraryState):
@@ -31,7 +32,7 @@ class Exports(LibraryState):
         a split model for Ollama), `FileInUseError` (the tool already has another file there: left alone).
         """
         async with self._lock:
-            return await _in_thread_to_completion(self._export, model_id, target, name)
+            return await in_thread_to_completion(self._export, model_id, target, name)
 
     def _export(self, model_id: str, target: str, name: str | None) -> ModelExport:
         record = self._require_model(model_id)
@@ -70,7 +71,7 @@ class Exports(LibraryState):
         Raises `ModelNotFoundError`, and `NotFoundError` when there is no such export.
         """
         async with self._lock:
-            await _in_thread_to_completion(self._remove_one, model_id, target)
+            await in_thread_to_completion(self._remove_one, model_id, target)
 
     def _remove_one(self, model_id: str, target: str) -> None:
         record = self._require_model(model_id)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from model_manager.core.services.library import files
 from model_manager.core.services.library.staging import STAGING_PREFIX
-from model_manager.core.services.library.state import LibraryState, _in_thread_to_completion
+from model_manager.core.services.library.state import LibraryState
+from model_manager.core.services.threads import in_thread_to_completion
 
 logger = logging.getLogger("model_manager.local_storage")
 
@@ -19,7 +20,7 @@ class Reconciliation(LibraryState):
     async def reconcile(self) -> None:
         """Finish or roll back what a crash left half done (see the `library` package docstring). Called once at start."""
         async with self._lock:
-            await _in_thread_to_completion(self._reconcile)
+            await in_thread_to_completion(self._reconcile)
 
     def _reconcile(self) -> None:
         self._finish_deletes()

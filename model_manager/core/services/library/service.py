@@ -18,7 +18,7 @@ from model_manager.core.services.library.exports import Exports
 from model_manager.core.services.library.importer import FileImports
 from model_manager.core.services.library.reconcile import Reconciliation
 from model_manager.core.services.library.records import find_projector, matches, projector_of, sort_models, to_api
-from model_manager.core.services.library.state import _in_thread_to_completion
+from model_manager.core.services.threads import in_thread_to_completion
 from model_manager.core.services.library.uploads import Uploads
 
 
@@ -67,7 +67,7 @@ class LocalStorage(Reconciliation, FileImports, Uploads, StatsAndCleanup, Export
                 raise ModelNotFoundError(f"no model with id {model_id} in the library", {"model_id": model_id})
             if not force:
                 await asyncio.to_thread(self._refuse_if_in_use, record)
-            await _in_thread_to_completion(self._remove_model, record)
+            await in_thread_to_completion(self._remove_model, record)
 
     def _refuse_if_in_use(self, record: ModelRecord) -> None:
         busy = [path for path in record.all_paths if self.is_in_use(path)]

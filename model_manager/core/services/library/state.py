@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from model_manager.core.catalogue import Catalogue, ModelRecord
 from model_manager.core.config import Settings
 from model_manager.core.errors import InsufficientStorageError
 from model_manager.core.services.library import files
 from model_manager.core.services.library.staging import StagingFile
-
-T = TypeVar("T")
+from model_manager.core.services.threads import in_thread_to_completion
 
 # Download states whose partial files a later run may still resume (DOWNLOADS_DIR/<download_id>/).
 RESUMABLE_DOWNLOAD_STATES = ("pending", "downloading", "verifying", "failed")
-
-
-async def _in_thread_to_completion(func: Callable[..., T], *args: Any) -> T:
-    """Run `func` in a worker thread. If the caller is cancelled, wait for `func` to finish before the
-    cancellation goes on, so that a lock held around this call still covers all of `func`."""
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
 
 
 class LibraryState:
@@ -93,4 +77,4 @@ class LibraryState:
 
     async def _discard(self, staging: StagingFile | None) -> None:
         if staging is not None:
-            await _in_thread_to_completion(staging.discard)
+            await in_thread_to_completion(staging.discard)
